@@ -1,0 +1,40 @@
+"""The demo's procedures: the classic calculator and Fibonacci examples."""
+
+from __future__ import annotations
+
+from rpcapp import procedure
+
+
+@procedure("calculator.add", timeout=2.0, idempotent=True)
+def add(a: float, b: float) -> float:
+    """Return a + b."""
+    return a + b
+
+
+@procedure("calculator.subtract", timeout=2.0, idempotent=True)
+def subtract(a: float, b: float) -> float:
+    """Return a - b."""
+    return a - b
+
+
+@procedure("calculator.multiply", timeout=2.0, idempotent=True)
+def multiply(a: float, b: float) -> float:
+    """Return a * b."""
+    return a * b
+
+
+@procedure("calculator.divide", timeout=2.0, idempotent=True)
+def divide(a: float, b: float) -> float:
+    """Return a / b; dividing by zero raises (the caller gets a RemoteError)."""
+    return a / b
+
+
+@procedure("math.fib", timeout=5.0, idempotent=True)
+def fib(n: int) -> int:
+    """The n-th Fibonacci number (fib(0) = 0, fib(1) = 1), for 0 <= n <= 10000."""
+    if n < 0 or n > 10_000:
+        raise ValueError("n must be between 0 and 10000")
+    a, b = 0, 1
+    for _ in range(n):
+        a, b = b, a + b
+    return a

@@ -1,0 +1,26 @@
+"""Celery for the demo project: the broker is rpcapp's Redis (embedded or not)."""
+
+from __future__ import annotations
+
+import os
+
+from celery import Celery
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
+
+app = Celery("project")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.autodiscover_tasks()
+
+
+@app.on_configure.connect
+def _broker_from_rpcapp(sender: Celery, **kwargs: object) -> None:
+    import django
+
+    django.setup()
+    from rpcapp.conf import redis_url
+
+    url = redis_url()
+    if url.startswith("unix://"):
+        url = "redis+socket://" + url[len("unix://") :]
+    sender.conf.broker_url = url

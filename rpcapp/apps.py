@@ -1,0 +1,18 @@
+"""Layer 3: the Django app: discovers ``rpc.py`` modules and registers checks."""
+
+from __future__ import annotations
+
+from django.apps import AppConfig
+from django.utils.module_loading import autodiscover_modules
+
+
+class RpcAppConfig(AppConfig):
+    name = "rpcapp"
+    verbose_name = "RPC"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from . import checks  # noqa: F401  (registers the system checks)
+        from . import conf  # noqa: F401  (connects setting_changed)
+
+        autodiscover_modules("rpc")

@@ -1,0 +1,34 @@
+"""Layer 3: system checks for the RPCAPP setting."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.checks import Error, Tags, Warning, register
+
+from . import conf
+from .protocol import CODECS
+
+
+@register(Tags.compatibility)
+def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    problems: list[Any] = []
+    for key in conf.unknown_keys():
+        problems.append(Warning(f"RPCAPP[{key!r}] is not a known setting", id="rpcapp.W001"))
+    c = conf.get()
+    if c.CODEC not in CODECS:
+        problems.append(Error(f"RPCAPP['CODEC'] must be one of {sorted(CODECS)}", id="rpcapp.E001"))
+    for name in ("DEFAULT_TIMEOUT", "HEARTBEAT_INTERVAL", "PROVIDER_TTL", "DRAIN_GRACE"):
+        value = getattr(c, name)
+        if not isinstance(value, (int, float)) or value <= 0:
+            problems.append(Error(f"RPCAPP[{name!r}] must be a positive number of seconds", id="rpcapp.E002"))
+    if c.PROVIDER_TTL <= c.HEARTBEAT_INTERVAL:
+        problems.append(Error("RPCAPP['PROVIDER_TTL'] must be longer than HEARTBEAT_INTERVAL", id="rpcapp.E003"))
+    for name in ("MAX_REQUEST_BYTES", "MAX_REPLY_BYTES", "MAX_DELIVERIES", "MAX_QUEUE_LENGTH"):
+        value = getattr(c, name)
+        if not isinstance(value, int) or value < 1:
+            problems.append(Error(f"RPCAPP[{name!r}] must be a positive integer", id="rpcapp.E004"))
+    url = c.REDIS_URL
+    if url and not url.split("://", 1)[0] in ("redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel", "redis+cluster", "rediss+cluster"):
+        problems.append(Error(f"RPCAPP['REDIS_URL'] has an unsupported scheme: {url!r}", id="rpcapp.E005"))
+    return problems

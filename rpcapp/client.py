@@ -1,0 +1,384 @@
+"""Layer 2: the client: call, call_async, gather, notify, service proxies.
+
+One reply listener thread per client and process multiplexes every call in
+flight by correlation id, blocking on a single reply list (no polling, no
+connection per call).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any
+
+from . import context, keys
+from .errors import (
+    ProcedureNotFound,
+    ProtocolError,
+    RpcError,
+    RpcTimeout,
+    ServiceUnavailable,
+    TransportError,
+    error_from_wire,
+)
+from .protocol import Request, Signer, now_ms
+from .registry import Registry, Spec, default_registry
+from .signature import _Mismatch, coerce
+from .transport import Transport
+
+log = logging.getLogger("rpcapp.client")
+
+
+@dataclass(frozen=True)
+class ClientSettings:
+    default_timeout: float = 10.0
+    max_request_bytes: int = 1 << 20
+    max_reply_bytes: int = 1 << 20
+    max_queue_length: int = 100_000
+    provider_ttl: float = 5.0
+    reply_ttl: int = 60
+    spec_cache_ttl: float = 5.0
+    provider_cache_ttl: float = 1.0
+
+
+class Client:
+    """Calls procedures through Redis. Thread-safe; one per process is plenty."""
+
+    def __init__(
+        self,
+        transport: Transport,
+        signer: Signer,
+        settings: ClientSettings | None = None,
+        registry: Registry | None = None,
+    ) -> None:
+        self.transport = transport
+        self.signer = signer
+        self.settings = settings or ClientSettings()
+        self.registry = registry if registry is not None else default_registry
+        self.late_replies = 0
+        self.rejected_replies = 0
+        self._spec_cache: dict[str, tuple[float, Spec | None]] = {}
+        self._live_cache: dict[str, tuple[float, int]] = {}
+        self._listener: _ReplyListener | None = None
+        self._lock = threading.Lock()
+        self._pid = -1
+
+    # -- public API --------------------------------------------------------
+    def call(self, name: str, /, *args: Any, timeout: float | None = None, idempotency_key: str | None = None, **kwargs: Any) -> Any:
+        """Call ``name`` and wait for its result (up to the deadline)."""
+        fut = self.call_async(name, *args, timeout=timeout, idempotency_key=idempotency_key, **kwargs)
+        return self._wait(fut)
+
+    def call_async(self, name: str, /, *args: Any, timeout: float | None = None, idempotency_key: str | None = None, **kwargs: Any) -> Future[Any]:
+        """Send the call and return a Future; never blocks past sending, never raises."""
+        return self._send_all([(name, args, kwargs, timeout, idempotency_key)])[0]
+
+    async def acall(self, name: str, /, *args: Any, timeout: float | None = None, idempotency_key: str | None = None, **kwargs: Any) -> Any:
+        """``call`` for asyncio code; shares the reply listener."""
+        fut = self.call_async(name, *args, timeout=timeout, idempotency_key=idempotency_key, **kwargs)
+        return await asyncio.wrap_future(fut)
+
+    def gather(self, calls: Iterable[Sequence[Any]], *, timeout: float | None = None, return_exceptions: bool = False) -> list[Any]:
+        """Send every call (in one round trip), then wait for all; results in order."""
+        batch = []
+        for item in calls:
+            name, args = item[0], tuple(item[1]) if len(item) > 1 else ()
+            kwargs = dict(item[2]) if len(item) > 2 else {}
+            batch.append((name, args, kwargs, timeout, None))
+        futures = self._send_all(batch)
+        results: list[Any] = []
+        for fut in futures:
+            try:
+                results.append(self._wait(fut))
+            except RpcError as exc:
+                if not return_exceptions:
+                    raise
+                results.append(exc)
+        return results
+
+    def notify(self, name: str, /, *args: Any, **kwargs: Any) -> None:
+        """Queue a call that gets no reply; returns once it is queued."""
+        spec = self._spec(name)
+        args_, kwargs_ = spec.signature.bind(args, kwargs, name)
+        deadline = self._deadline(spec, None)
+        req = self._request(spec, args_, kwargs_, deadline, reply_to=None, idempotency_key=None)
+        frame = self.signer.pack(req.to_wire(), self.settings.max_request_bytes)
+        self._enqueue([(spec.service, frame)], deadline, name)
+
+    def service(self, name: str) -> ServiceProxy:
+        """A proxy: ``client.service("calculator").add(1, 2)``."""
+        return ServiceProxy(self, name)
+
+    def close(self) -> None:
+        if self._listener is not None:
+            self._listener.stop()
+            self._listener = None
+
+    # -- internals -------------------------------------------------------------
+    def _wait(self, fut: Future[Any]) -> Any:
+        deadline_ms = getattr(fut, "rpc_deadline", None)
+        remaining = max(0.0, (deadline_ms - now_ms()) / 1000) if deadline_ms else None
+        try:
+            return fut.result(timeout=None if remaining is None else remaining + 0.05)
+        except TimeoutError:
+            listener = self._listener
+            if listener is not None:
+                listener.expire(getattr(fut, "rpc_id", ""))
+            if not fut.done():
+                fut.set_exception(RpcTimeout("no reply before the deadline", call_id=getattr(fut, "rpc_id", None)))
+            return fut.result()
+
+    def _send_all(self, batch: list[tuple[str, Sequence[Any], dict[str, Any], float | None, str | None]]) -> list[Future[Any]]:
+        listener = self._ensure_listener()
+        futures: list[Future[Any]] = []
+        outgoing: list[tuple[str, bytes, Request, Future[Any]]] = []
+        for name, args, kwargs, timeout, idem in batch:
+            fut: Future[Any] = Future()
+            futures.append(fut)
+            try:
+                spec = self._spec(name)
+                args_, kwargs_ = spec.signature.bind(args, kwargs, name)
+                deadline = self._deadline(spec, timeout)
+                req = self._request(spec, args_, kwargs_, deadline, listener.reply_key, idem)
+                frame = self.signer.pack(req.to_wire(), self.settings.max_request_bytes)
+                fut.rpc_id = req.id  # type: ignore[attr-defined]
+                fut.rpc_deadline = deadline  # type: ignore[attr-defined]
+                outgoing.append((spec.service, frame, req, fut))
+            except RpcError as exc:
+                exc.procedure = exc.procedure or name
+                fut.set_exception(exc)
+        if outgoing:
+            for _service, _frame, req, fut in outgoing:
+                listener.track(req, fut, self._returns(req.procedure))
+            self._send(outgoing, listener)
+        return futures
+
+    def _send(self, outgoing: list[tuple[str, bytes, Request, Future[Any]]], listener: _ReplyListener) -> None:
+        deadline = max(req.deadline for _, _, req, _ in outgoing)
+        try:
+            for service in {s for s, _, _, _ in outgoing}:
+                self._check_providers(service, deadline)
+            self._enqueue([(s, f) for s, f, _, _ in outgoing], deadline, outgoing[0][2].procedure)
+        except RpcError as exc:
+            for _, _, req, _ in outgoing:
+                err = type(exc)(exc.message, procedure=req.procedure, call_id=None)
+                listener.fail(req.id, err)
+
+    def _enqueue(self, items: list[tuple[str, bytes]], deadline_ms: int, name: str) -> None:
+        """XADD, retrying with capped backoff while Redis is unreachable."""
+        delay = 0.05
+        while True:
+            try:
+                self.transport.enqueue(items, self.settings.max_queue_length)
+                return
+            except TransportError as exc:
+                if now_ms() + delay * 1000 >= deadline_ms:
+                    raise ServiceUnavailable(f"redis unreachable: {exc.message}", procedure=name) from exc
+                time.sleep(delay)
+                delay = min(delay * 2, 1.0)
+
+    def _check_providers(self, service: str, deadline_ms: int) -> None:
+        now = time.monotonic()
+        cached = self._live_cache.get(service)
+        if cached and cached[0] > now and cached[1] > 0:
+            return
+        delay = 0.05
+        while True:
+            try:
+                since = now_ms() - int(self.settings.provider_ttl * 1000)
+                live = self.transport.count_live(service, since)
+                break
+            except TransportError as exc:
+                if now_ms() + delay * 1000 >= deadline_ms:
+                    raise ServiceUnavailable(f"redis unreachable: {exc.message}") from exc
+                time.sleep(delay)
+                delay = min(delay * 2, 1.0)
+        self._live_cache[service] = (now + self.settings.provider_cache_ttl, live)
+        if live == 0:
+            raise ServiceUnavailable(f"no live provider for service {service!r}")
+
+    def _spec(self, name: str) -> Spec:
+        local = self.registry.find(name)
+        if local is not None:
+            return local.spec
+        now = time.monotonic()
+        cached = self._spec_cache.get(name)
+        if cached is None or cached[0] <= now:
+            try:
+                keys.service_of(name)
+                raw = self.transport.get_spec(name)
+            except ValueError:
+                raw = None
+            except TransportError:
+                raise ServiceUnavailable("redis unreachable", procedure=name) from None
+            spec = Spec.from_json(raw) if raw else None
+            cached = (now + (self.settings.spec_cache_ttl if spec else 1.0), spec)
+            self._spec_cache[name] = cached
+        if cached[1] is None:
+            raise ProcedureNotFound(f"no procedure {name!r}", procedure=name)
+        return cached[1]
+
+    def _returns(self, name: str) -> Any:
+        try:
+            return self._spec(name).signature.returns
+        except RpcError:
+            return "any"
+
+    def _deadline(self, spec: Spec, timeout: float | None) -> int:
+        seconds = timeout if timeout is not None else spec.timeout or self.settings.default_timeout
+        deadline = now_ms() + int(seconds * 1000)
+        parent = context.current()
+        if parent is not None:
+            deadline = min(deadline, parent.deadline_ms)
+        return deadline
+
+    def _request(self, spec: Spec, args: list[Any], kwargs: dict[str, Any], deadline: int, reply_to: str | None, idempotency_key: str | None) -> Request:
+        parent = context.current()
+        req = Request(
+            procedure=spec.name,
+            args=args,
+            kwargs=kwargs,
+            deadline=deadline,
+            reply_to=reply_to,
+            caller=_CALLER,
+            idempotency_key=idempotency_key,
+            idempotent=spec.idempotent,
+        )
+        if parent is not None:
+            req.trace_id, req.parent_id = parent.trace_id, parent.call_id
+        return req
+
+    def _ensure_listener(self) -> _ReplyListener:
+        pid = os.getpid()
+        listener = self._listener
+        if listener is not None and self._pid == pid:
+            return listener
+        with self._lock:
+            if self._listener is None or self._pid != pid:
+                self._pid = pid
+                self._listener = _ReplyListener(self)
+                self._listener.start()
+            return self._listener
+
+
+_CALLER = f"{socket.gethostname()}:{os.getpid()}"
+
+
+class ServiceProxy:
+    """``proxy.method(*args, **kwargs)`` is ``client.call("service.method", ...)``."""
+
+    def __init__(self, client: Client, service: str) -> None:
+        self._client = client
+        self._service = service
+
+    def __getattr__(self, method: str) -> Any:
+        if method.startswith("_"):
+            raise AttributeError(method)
+        name = f"{self._service}.{method}"
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            return self._client.call(name, *args, **kwargs)
+
+        call.__name__ = method
+        return call
+
+
+class _ReplyListener(threading.Thread):
+    """Blocks on the client's reply list and completes the matching Futures."""
+
+    def __init__(self, client: Client) -> None:
+        super().__init__(name="rpcapp-replies", daemon=True)
+        self.client = client
+        self.reply_key = keys.reply(client.transport.ns, uuid.uuid4().hex)
+        self._pending: dict[str, tuple[Future[Any], Any, str]] = {}
+        self._deadlines: list[tuple[int, str]] = []
+        self._lock = threading.Lock()
+        self._stop_event = threading.Event()
+
+    def track(self, req: Request, fut: Future[Any], returns: Any) -> None:
+        with self._lock:
+            self._pending[req.id] = (fut, returns, req.procedure)
+            heapq.heappush(self._deadlines, (req.deadline, req.id))
+
+    def fail(self, call_id: str, exc: RpcError) -> None:
+        with self._lock:
+            entry = self._pending.pop(call_id, None)
+        if entry is not None and not entry[0].done():
+            entry[0].set_exception(exc)
+
+    def expire(self, call_id: str) -> None:
+        with self._lock:
+            entry = self._pending.pop(call_id, None)
+        if entry is not None and not entry[0].done():
+            entry[0].set_exception(RpcTimeout("no reply before the deadline", procedure=entry[2], call_id=call_id))
+
+    def stop(self) -> None:
+        self._stop_event.set()
+
+    def run(self) -> None:
+        delay = 0.05
+        while not self._stop_event.is_set():
+            try:
+                frames = self.client.transport.pop_replies(self.reply_key, self._wait_time())
+                delay = 0.05
+            except TransportError:
+                time.sleep(delay)
+                delay = min(delay * 2, 1.0)
+                frames = []
+            for frame in frames:
+                self._deliver(frame)
+            self._expire_overdue()
+
+    def _wait_time(self) -> float:
+        with self._lock:
+            if not self._deadlines:
+                return 1.0
+            nxt = self._deadlines[0][0]
+        return min(1.0, max(0.01, (nxt - now_ms()) / 1000 + 0.001))
+
+    def _deliver(self, frame: bytes) -> None:
+        try:
+            data = self.client.signer.unpack(frame, self.client.settings.max_reply_bytes)
+            call_id = data["id"]
+        except (ProtocolError, KeyError, TypeError) as exc:
+            self.client.rejected_replies += 1
+            log.warning("rejected a reply: %s", exc)
+            return
+        with self._lock:
+            entry = self._pending.pop(call_id, None)
+        if entry is None:
+            self.client.late_replies += 1
+            log.info("dropped a late reply for call %s", call_id)
+            return
+        fut, returns, procedure = entry
+        if fut.done():
+            return
+        if data.get("ok"):
+            result = data.get("result")
+            try:
+                result = coerce(result, returns)
+            except _Mismatch:
+                pass
+            fut.set_result(result)
+        else:
+            fut.set_exception(error_from_wire(data.get("error") or {}, procedure=procedure, call_id=call_id))
+
+    def _expire_overdue(self) -> None:
+        now = now_ms()
+        expired = []
+        with self._lock:
+            while self._deadlines and self._deadlines[0][0] <= now:
+                _, call_id = heapq.heappop(self._deadlines)
+                if call_id in self._pending:
+                    expired.append(call_id)
+        for call_id in expired:
+            self.expire(call_id)

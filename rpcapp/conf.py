@@ -1,0 +1,101 @@
+"""Layer 3: rpcapp's settings: ``settings.RPCAPP`` merged over the defaults.
+
+Read through :func:`get`, cached, and cleared when Django's settings change
+(so ``override_settings`` works). Never read at import time.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+
+DEFAULTS: dict[str, Any] = {
+    "REDIS_URL": None,  # None: the embedded server (or $RPCAPP_REDIS_URL)
+    "NAMESPACE": "rpcapp",
+    "DEFAULT_TIMEOUT": 10.0,
+    "HEARTBEAT_INTERVAL": 1.0,
+    "PROVIDER_TTL": 5.0,
+    "MAX_DELIVERIES": 3,
+    "DRAIN_GRACE": 30.0,
+    "MAX_REQUEST_BYTES": 1 << 20,
+    "MAX_REPLY_BYTES": 1 << 20,
+    "CODEC": "json",
+    "SIGNING_KEY": None,  # None: derived from SECRET_KEY
+    "OLD_SIGNING_KEYS": [],  # still accepted, for rotation
+    "REPLY_TTL": 60,
+    "IDEMPOTENCY_TTL": 3600,
+    "MAX_QUEUE_LENGTH": 100_000,
+    "DEAD_LETTER_MAX": 10_000,
+    "EMBEDDED_DIR": None,  # None: <BASE_DIR>/var
+    "CATALOG_REFRESH": 10.0,
+    "LOCK_REDIS_URLS": [],
+}
+
+
+@dataclass(frozen=True)
+class Conf:
+    REDIS_URL: str | None
+    NAMESPACE: str
+    DEFAULT_TIMEOUT: float
+    HEARTBEAT_INTERVAL: float
+    PROVIDER_TTL: float
+    MAX_DELIVERIES: int
+    DRAIN_GRACE: float
+    MAX_REQUEST_BYTES: int
+    MAX_REPLY_BYTES: int
+    CODEC: str
+    SIGNING_KEY: str | None
+    OLD_SIGNING_KEYS: list[str]
+    REPLY_TTL: int
+    IDEMPOTENCY_TTL: int
+    MAX_QUEUE_LENGTH: int
+    DEAD_LETTER_MAX: int
+    EMBEDDED_DIR: str | None
+    CATALOG_REFRESH: float
+    LOCK_REDIS_URLS: list[str]
+
+    @property
+    def embedded_dir(self) -> Path:
+        if self.EMBEDDED_DIR:
+            return Path(self.EMBEDDED_DIR)
+        base = getattr(settings, "BASE_DIR", None) or Path.cwd()
+        return Path(base) / "var"
+
+
+def unknown_keys() -> list[str]:
+    return sorted(set(getattr(settings, "RPCAPP", {}) or {}) - set(DEFAULTS))
+
+
+@functools.cache
+def get() -> Conf:
+    """The merged settings (cached until Django's settings change)."""
+    user = getattr(settings, "RPCAPP", {}) or {}
+    merged = {**DEFAULTS, **{k: v for k, v in user.items() if k in DEFAULTS}}
+    return Conf(**{f.name: merged[f.name] for f in fields(Conf)})
+
+
+def redis_url() -> str:
+    """The Redis address: $RPCAPP_REDIS_URL, else RPCAPP["REDIS_URL"], else the
+    embedded server (started on first use)."""
+    url = os.environ.get("RPCAPP_REDIS_URL") or get().REDIS_URL
+    if url:
+        return url
+    from . import embedded
+
+    return embedded.ensure(get().embedded_dir)
+
+
+@receiver(setting_changed)
+def _clear(setting: str, **_: Any) -> None:
+    if setting in ("RPCAPP", "SECRET_KEY", "BASE_DIR"):
+        get.cache_clear()
+        from . import runtime
+
+        runtime.reset()

@@ -1,0 +1,163 @@
+"""Layer 0: the error root and every typed error raised to users.
+
+Each error has a stable ``code`` string; the same codes travel on the wire and
+drive the HTTP and JSON-RPC mappings.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class RpcError(Exception):
+    """Raised for every failure of a remote call; the root of rpcapp's errors."""
+
+    code = "rpc_error"
+
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        procedure: str | None = None,
+        call_id: str | None = None,
+    ) -> None:
+        self.message = message or self.__class__.__doc__ or self.code
+        self.procedure = procedure
+        self.call_id = call_id
+        super().__init__(self.message)
+
+    def to_wire(self) -> dict[str, Any]:
+        """The error as it travels in a reply envelope."""
+        return {"code": self.code, "message": self.message}
+
+
+class RpcTimeout(RpcError):
+    """Raised when no reply arrived before the call's deadline."""
+
+    code = "timeout"
+
+
+class ProcedureNotFound(RpcError):
+    """Raised when the procedure is not known to the catalog."""
+
+    code = "not_found"
+
+
+class ServiceUnavailable(RpcError):
+    """Raised when no live provider serves the procedure, or it is disabled or draining."""
+
+    code = "unavailable"
+
+
+class InvalidParams(RpcError):
+    """Raised when the arguments do not fit the procedure's signature."""
+
+    code = "invalid_params"
+
+
+class RemoteError(RpcError):
+    """Raised when the procedure raised an exception on the worker."""
+
+    code = "remote_error"
+
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        remote_type: str = "Exception",
+        remote_message: str = "",
+        remote_traceback: str = "",
+        procedure: str | None = None,
+        call_id: str | None = None,
+    ) -> None:
+        self.remote_type = remote_type
+        self.remote_message = remote_message or message
+        self.remote_traceback = remote_traceback
+        super().__init__(
+            message or f"{remote_type}: {remote_message}",
+            procedure=procedure,
+            call_id=call_id,
+        )
+
+    def __str__(self) -> str:
+        return f"{self.remote_type}: {self.remote_message}"
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "code": self.code,
+            "message": self.message,
+            "type": self.remote_type,
+            "remote_message": self.remote_message,
+            "traceback": self.remote_traceback,
+        }
+
+
+class PayloadTooLarge(RpcError):
+    """Raised when a request or a reply is over the configured size limit."""
+
+    code = "payload_too_large"
+
+
+class RateLimited(RpcError):
+    """Raised when a call is over its procedure's or service's rate limit."""
+
+    code = "rate_limited"
+
+
+class LockNotAcquired(RpcError):
+    """Raised when a lock-guarded call could not take its lock in time."""
+
+    code = "lock_not_acquired"
+
+
+class WorkerLost(RpcError):
+    """Raised when the worker running a call died, or its request was dead-lettered."""
+
+    code = "worker_lost"
+
+
+class TransportError(RpcError):
+    """Raised inside rpcapp when Redis cannot be reached; callers see ServiceUnavailable."""
+
+    code = "unavailable"
+
+
+class ProtocolError(RpcError):
+    """Raised when a message cannot be decoded or fails its signature check."""
+
+    code = "protocol_error"
+
+
+ERRORS_BY_CODE: dict[str, type[RpcError]] = {
+    cls.code: cls
+    for cls in (
+        RpcTimeout,
+        ProcedureNotFound,
+        ServiceUnavailable,
+        InvalidParams,
+        RemoteError,
+        PayloadTooLarge,
+        RateLimited,
+        LockNotAcquired,
+        WorkerLost,
+    )
+}
+
+
+def error_from_wire(
+    data: dict[str, Any], *, procedure: str | None = None, call_id: str | None = None
+) -> RpcError:
+    """Rebuild a typed error from its wire form; unknown codes become RemoteError."""
+    code = str(data.get("code", "remote_error"))
+    message = str(data.get("message", ""))
+    cls = ERRORS_BY_CODE.get(code)
+    if cls is None or cls is RemoteError:
+        return RemoteError(
+            message,
+            remote_type=str(data.get("type", "Exception")),
+            remote_message=str(data.get("remote_message", message)),
+            remote_traceback=str(data.get("traceback", "")),
+            procedure=procedure,
+            call_id=call_id,
+        )
+    return cls(message, procedure=procedure, call_id=call_id)

@@ -1,0 +1,85 @@
+"""Layer 0: every Redis key rpcapp uses, built in one place.
+
+A service's keys carry the service in a ``{hash tag}`` so that every
+multi-key command of a call stays in one Redis Cluster slot.
+
+Keys and their bounds (``ns`` is the configured namespace, ``svc`` a service):
+
+=================================  =========  ======================================
+key                                type       bound
+=================================  =========  ======================================
+``ns:{svc}:requests``              stream     entries deleted once answered; MAXLEN ~
+``ns:{svc}:dead``                  stream     MAXLEN ~ ``DEAD_LETTER_MAX``
+``ns:{svc}:consumers``             zset       dead members removed by recovery
+``ns:{svc}:providers``             hash       dead members removed by recovery
+``ns:{svc}:procedures``            hash       one field per procedure served
+``ns:{svc}:stats``                 hash       fixed set of counters
+``ns:{svc}:recovery``              string     PX lock, a few seconds
+``ns:{svc}:idem:<proc>:<key>``     string     TTL ``IDEMPOTENCY_TTL``
+``ns:{svc}:idemw:<proc>:<key>``    list       TTL = the waiting call's deadline
+``ns:reply:{<client>}``            list       emptied by its listener; TTL ``REPLY_TTL``
+=================================  =========  ======================================
+"""
+
+from __future__ import annotations
+
+
+def service_of(procedure: str) -> str:
+    """The service part of a dotted procedure name (before the last dot)."""
+    service, dot, method = procedure.rpartition(".")
+    if not dot or not service or not method:
+        raise ValueError(f"procedure name {procedure!r} is not 'service.method'")
+    return service
+
+
+def _svc(ns: str, service: str, suffix: str) -> str:
+    return f"{ns}:{{{service}}}:{suffix}"
+
+
+def requests(ns: str, service: str) -> str:
+    return _svc(ns, service, "requests")
+
+
+def dead_letters(ns: str, service: str) -> str:
+    return _svc(ns, service, "dead")
+
+
+def consumers(ns: str, service: str) -> str:
+    return _svc(ns, service, "consumers")
+
+
+def providers(ns: str, service: str) -> str:
+    return _svc(ns, service, "providers")
+
+
+def procedures(ns: str, service: str) -> str:
+    return _svc(ns, service, "procedures")
+
+
+def stats(ns: str, service: str) -> str:
+    return _svc(ns, service, "stats")
+
+
+def recovery_lock(ns: str, service: str) -> str:
+    return _svc(ns, service, "recovery")
+
+
+def idempotency(ns: str, procedure: str, key: str) -> str:
+    return _svc(ns, service_of(procedure), f"idem:{procedure}:{key}")
+
+
+def idempotency_waiters(ns: str, procedure: str, key: str) -> str:
+    return _svc(ns, service_of(procedure), f"idemw:{procedure}:{key}")
+
+
+def reply(ns: str, client_id: str) -> str:
+    return f"{ns}:reply:{{{client_id}}}"
+
+
+def pattern(ns: str) -> str:
+    """A SCAN pattern matching every key of a namespace."""
+    return f"{ns}:*"
+
+
+GROUP = "workers"
+"""The consumer group every worker of a service reads through."""

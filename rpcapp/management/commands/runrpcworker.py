@@ -1,0 +1,76 @@
+"""Layer 3: ``manage.py runrpcworker``: parse arguments and start a worker."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError
+from django.db import connections
+
+from rpcapp import runtime
+from rpcapp.registry import default_registry
+from rpcapp.worker.consumer import provider_id
+from rpcapp.worker.supervisor import Supervisor
+
+
+class Command(BaseCommand):
+    help = "Run an RPC worker serving the discovered procedures."
+
+    def add_arguments(self, parser: Any) -> None:
+        parser.add_argument("--service", action="append", dest="services", help="serve only this service (repeatable)")
+        parser.add_argument("--concurrency", type=int, default=4, help="calls run at once (default 4)")
+        parser.add_argument("--pool", choices=("threads", "processes"), default="threads")
+        parser.add_argument("--max-calls-per-child", type=int, default=None, help="recycle a process after N calls")
+        parser.add_argument("--name", default=None, help="provider id (default host:pid:random)")
+        parser.add_argument("--log-level", default="INFO")
+
+    def handle(self, *args: Any, **opts: Any) -> None:
+        logging.basicConfig(level=opts["log_level"].upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+        if opts["concurrency"] < 1:
+            raise CommandError("--concurrency must be at least 1")
+        services = opts["services"] or None
+        known = default_registry.services()
+        if services and set(services) - set(known):
+            raise CommandError(f"unknown service(s) {sorted(set(services) - set(known))}; known: {known}")
+        connections.close_all()
+        if opts["pool"] == "processes":
+            sys.exit(self._run_processes(services, opts))
+        worker = runtime.build_worker(services, name=opts["name"], concurrency=opts["concurrency"], max_calls=opts["max_calls_per_child"])
+        self._on_signals(worker.request_stop)
+        worker.run()
+        self.stdout.write(f"worker {worker.name} stopped")
+
+    def _run_processes(self, services: list[str] | None, opts: dict[str, Any]) -> int:
+        parent = runtime.build_worker(services, name=opts["name"] or provider_id(), concurrency=1)
+
+        def child_argv(name: str) -> list[str]:
+            argv = [sys.executable, "-m", "django", "runrpcworker", "--pool", "threads", "--concurrency", "1", "--name", name]
+            argv += ["--log-level", opts["log_level"]]
+            for s in parent.services:
+                argv += ["--service", s]
+            if opts["max_calls_per_child"]:
+                argv += ["--max-calls-per-child", str(opts["max_calls_per_child"])]
+            return argv
+
+        def on_crash(name: str) -> None:
+            parent.transport.deregister(parent.services, name)
+            for service in parent.services:
+                parent.recovery.sweep(service, dead={name})
+
+        path = os.environ.get("PYTHONPATH", "")
+        os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (sys.path[0] or os.getcwd(), path) if p)
+        sup = Supervisor(opts["concurrency"], child_argv, on_crash, parent.name, parent.settings.drain_grace)
+        self._on_signals(sup.request_stop)
+        return sup.run()
+
+    @staticmethod
+    def _on_signals(callback: Any) -> None:
+        def handler(signum: int, frame: Any) -> None:
+            callback()
+
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)

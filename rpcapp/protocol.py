@@ -1,0 +1,185 @@
+"""Layer 0: the wire protocol: frames, codecs, signing and envelopes.
+
+A frame is ``version (1 byte) | codec (1 byte) | HMAC-SHA256 (32 bytes) | body``.
+The HMAC covers version, codec and body. ``docs/protocol.md`` is the reference.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import decimal
+import hashlib
+import hmac
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+import orjson
+
+from .errors import PayloadTooLarge, ProtocolError
+
+VERSION = 1
+_VERSION_BYTE = bytes([VERSION])
+CODEC_JSON = b"j"
+CODEC_MSGPACK = b"m"
+CODECS = {"json": CODEC_JSON, "msgpack": CODEC_MSGPACK}
+SIG_LEN = 32
+HEADER_LEN = 2 + SIG_LEN
+
+
+def derive_key(secret: str | bytes, purpose: str = "rpcapp.signing") -> bytes:
+    """Derive a signing key from a project secret (never use the secret itself)."""
+    if isinstance(secret, str):
+        secret = secret.encode()
+    return hmac.new(secret, purpose.encode(), hashlib.sha256).digest()
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, decimal.Decimal):
+        return str(value)
+    if isinstance(value, (_dt.datetime, _dt.date, _dt.time)):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    raise TypeError(f"type {type(value).__name__} is not serialisable")
+
+
+def encode_body(data: Any, codec: bytes = CODEC_JSON) -> bytes:
+    """Serialise a value; raises TypeError for anything not representable."""
+    if codec == CODEC_JSON:
+        return orjson.dumps(data, default=_default, option=orjson.OPT_NON_STR_KEYS)
+    return msgpack.packb(data, default=_default, use_bin_type=True, datetime=False)
+
+
+def decode_body(body: bytes, codec: bytes) -> Any:
+    if codec == CODEC_JSON:
+        return orjson.loads(body)
+    if codec == CODEC_MSGPACK:
+        return msgpack.unpackb(body, raw=False, strict_map_key=False)
+    raise ProtocolError(f"unknown codec {codec!r}")
+
+
+@dataclass(frozen=True)
+class Signer:
+    """Signs frames with the first key and accepts any of ``keys`` (rotation)."""
+
+    keys: tuple[bytes, ...]
+    codec: bytes = CODEC_JSON
+
+    def pack(self, data: Any, limit: int | None = None) -> bytes:
+        body = encode_body(data, self.codec)
+        if limit is not None and len(body) + HEADER_LEN > limit:
+            raise PayloadTooLarge(f"message of {len(body) + HEADER_LEN} bytes is over the limit of {limit}")
+        head = _VERSION_BYTE + self.codec
+        sig = hmac.new(self.keys[0], head + body, hashlib.sha256).digest()
+        return head + sig + body
+
+    def unpack(self, frame: bytes, limit: int | None = None) -> Any:
+        """Verify and decode a frame; ProtocolError if malformed, forged or tampered."""
+        if not isinstance(frame, (bytes, bytearray)):
+            raise ProtocolError("frame is not bytes")
+        if limit is not None and len(frame) > limit:
+            raise PayloadTooLarge(f"message of {len(frame)} bytes is over the limit of {limit}")
+        if len(frame) < HEADER_LEN:
+            raise ProtocolError("frame too short")
+        if frame[0] != VERSION:
+            raise ProtocolError(f"unsupported protocol version {frame[0]}")
+        head, sig, body = frame[:2], frame[2:HEADER_LEN], frame[HEADER_LEN:]
+        for key in self.keys:
+            if hmac.compare_digest(sig, hmac.new(key, head + body, hashlib.sha256).digest()):
+                break
+        else:
+            raise ProtocolError("bad signature")
+        try:
+            return decode_body(bytes(body), head[1:2])
+        except ProtocolError:
+            raise
+        except Exception as exc:  # any decoder failure is a protocol error
+            raise ProtocolError(f"undecodable body: {exc}") from exc
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass
+class Request:
+    """A call on its way to a worker."""
+
+    procedure: str
+    args: list[Any]
+    kwargs: dict[str, Any]
+    deadline: int  # absolute, ms since the epoch
+    reply_to: str | None  # None for notifications
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    caller: str = ""
+    trace_id: str = ""
+    parent_id: str | None = None
+    idempotency_key: str | None = None
+    idempotent: bool = False
+    sent_at: int = field(default_factory=now_ms)
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "v": VERSION,
+            "id": self.id,
+            "procedure": self.procedure,
+            "args": self.args,
+            "kwargs": self.kwargs,
+            "deadline": self.deadline,
+            "reply_to": self.reply_to,
+            "caller": self.caller,
+            "trace_id": self.trace_id or self.id,
+            "parent_id": self.parent_id,
+            "idempotency_key": self.idempotency_key,
+            "idempotent": self.idempotent,
+            "sent_at": self.sent_at,
+        }
+
+    @classmethod
+    def from_wire(cls, data: Any) -> Request:
+        if not isinstance(data, dict):
+            raise ProtocolError("request is not an object")
+        try:
+            req = cls(
+                procedure=_typed(data, "procedure", str),
+                args=_typed(data, "args", list),
+                kwargs=_typed(data, "kwargs", dict),
+                deadline=_typed(data, "deadline", int),
+                reply_to=_typed(data, "reply_to", (str, type(None))),
+                id=_typed(data, "id", str),
+                caller=str(data.get("caller", "")),
+                trace_id=str(data.get("trace_id") or data["id"]),
+                parent_id=data.get("parent_id"),
+                idempotency_key=data.get("idempotency_key"),
+                idempotent=bool(data.get("idempotent", False)),
+                sent_at=int(data.get("sent_at") or 0),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ProtocolError(f"malformed request: {exc}") from exc
+        if data.get("v") != VERSION:
+            raise ProtocolError(f"unsupported envelope version {data.get('v')!r}")
+        return req
+
+    @property
+    def expired(self) -> bool:
+        return now_ms() >= self.deadline
+
+
+def _typed(data: dict[str, Any], name: str, kind: type | tuple[type, ...]) -> Any:
+    value = data[name]
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise TypeError(f"field {name!r} has the wrong type")
+    return value
+
+
+def reply_ok(call_id: str, result: Any, **meta: Any) -> dict[str, Any]:
+    return {"v": VERSION, "id": call_id, "ok": True, "result": result, **meta}
+
+
+def reply_error(call_id: str, error: dict[str, Any], **meta: Any) -> dict[str, Any]:
+    return {"v": VERSION, "id": call_id, "ok": False, "error": error, **meta}

@@ -1,0 +1,89 @@
+"""Layer 3: builds the process's client, transport and workers from settings."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from django.conf import settings
+
+from . import conf
+from .client import Client, ClientSettings
+from .protocol import CODECS, Signer, derive_key
+from .registry import Registry, default_registry
+from .transport import Transport, connect
+from .worker import Worker, WorkerSettings
+
+_lock = threading.Lock()
+_client: Client | None = None
+
+
+def build_signer() -> Signer:
+    c = conf.get()
+    secrets = [c.SIGNING_KEY or settings.SECRET_KEY, *c.OLD_SIGNING_KEYS]
+    return Signer(tuple(derive_key(s) for s in secrets), CODECS[c.CODEC])
+
+
+def build_transport() -> Transport:
+    return Transport(connect(conf.redis_url()), conf.get().NAMESPACE)
+
+
+def client_settings() -> ClientSettings:
+    c = conf.get()
+    return ClientSettings(
+        default_timeout=c.DEFAULT_TIMEOUT,
+        max_request_bytes=c.MAX_REQUEST_BYTES,
+        max_reply_bytes=c.MAX_REPLY_BYTES,
+        max_queue_length=c.MAX_QUEUE_LENGTH,
+        provider_ttl=c.PROVIDER_TTL,
+        reply_ttl=c.REPLY_TTL,
+    )
+
+
+def worker_settings(**overrides: Any) -> WorkerSettings:
+    c = conf.get()
+    values: dict[str, Any] = {
+        "heartbeat_interval": c.HEARTBEAT_INTERVAL,
+        "provider_ttl": c.PROVIDER_TTL,
+        "max_deliveries": c.MAX_DELIVERIES,
+        "drain_grace": c.DRAIN_GRACE,
+        "max_request_bytes": c.MAX_REQUEST_BYTES,
+        "max_reply_bytes": c.MAX_REPLY_BYTES,
+        "reply_ttl": c.REPLY_TTL,
+        "idempotency_ttl": c.IDEMPOTENCY_TTL,
+        "max_queue_length": c.MAX_QUEUE_LENGTH,
+        "dead_letter_max": c.DEAD_LETTER_MAX,
+    }
+    values.update(overrides)
+    return WorkerSettings(**values)
+
+
+def build_worker(services: list[str] | None = None, registry: Registry | None = None, name: str | None = None, **overrides: Any) -> Worker:
+    return Worker(
+        build_transport(),
+        build_signer(),
+        registry or default_registry,
+        worker_settings(**overrides),
+        services=services,
+        name=name,
+    )
+
+
+def get_client() -> Client:
+    """The process's client (built on first use)."""
+    global _client
+    if _client is None:
+        with _lock:
+            if _client is None:
+                _client = Client(build_transport(), build_signer(), client_settings(), default_registry)
+    return _client
+
+
+def reset() -> None:
+    """Forget the process's client (after a settings change)."""
+    global _client
+    with _lock:
+        if _client is not None:
+            _client.close()
+            _client.transport.close()
+        _client = None

@@ -1,0 +1,169 @@
+"""Layer 2: running one request: verify, check, run, reply.
+
+Nothing a message carries can kill the worker: every failure becomes a typed
+error reply, a dead letter, or a counted rejection.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from dataclasses import dataclass
+from typing import Any
+
+from .. import context
+from ..errors import (
+    PayloadTooLarge,
+    ProcedureNotFound,
+    ProtocolError,
+    RemoteError,
+    RpcError,
+    TransportError,
+)
+from ..protocol import Request, Signer, now_ms, reply_error, reply_ok
+from ..registry import Registry
+from ..transport import Transport
+from .hooks import run_hooks
+
+log = logging.getLogger("rpcapp.worker")
+
+
+@dataclass
+class Limits:
+    max_request_bytes: int
+    max_reply_bytes: int
+    reply_ttl: int
+    idempotency_ttl: int
+    dead_letter_max: int
+
+
+class Executor:
+    def __init__(self, transport: Transport, signer: Signer, registry: Registry, limits: Limits, provider: str, hooks: list[Any] | None = None) -> None:
+        self.transport = transport
+        self.signer = signer
+        self.registry = registry
+        self.limits = limits
+        self.provider = provider
+        self.hooks = hooks or []
+        self.calls_served = 0
+
+    def handle(self, service: str, entry_id: str, fields: dict[bytes, bytes]) -> None:
+        """Process one stream entry; never raises."""
+        try:
+            self._handle(service, entry_id, fields)
+        except TransportError as exc:
+            # The entry stays pending; recovery answers or redelivers it.
+            log.warning("redis failed while finishing %s: %s", entry_id, exc)
+        except Exception:
+            log.exception("unexpected failure handling %s", entry_id)
+
+    def _handle(self, service: str, entry_id: str, fields: dict[bytes, bytes]) -> None:
+        raw = fields.get(b"m", b"")
+        taken_at = now_ms()
+        try:
+            req = Request.from_wire(self.signer.unpack(raw, self.limits.max_request_bytes))
+        except (ProtocolError, PayloadTooLarge) as exc:
+            self.reject(service, entry_id, raw, f"rejected: {exc.message}")
+            return
+        if req.expired:
+            self.transport.ack(service, entry_id)
+            self.transport.incr(service, "expired")
+            log.info("call %s to %s expired before it ran", req.id, req.procedure)
+            return
+        if req.idempotency_key and req.reply_to is not None:
+            if not self._claim(service, entry_id, req):
+                return
+        reply = self.run(req, taken_at)
+        frame = self._pack(req, reply)
+        if req.idempotency_key and req.reply_to is not None:
+            self._complete(req, reply)
+        self.transport.finish(service, entry_id, req.reply_to, frame, self.limits.reply_ttl)
+        self.calls_served += 1
+
+    def reject(self, service: str, entry_id: str | None, raw: bytes, reason: str) -> None:
+        log.warning("message %s on %s %s", entry_id, service, reason)
+        self.transport.dead_letter(service, entry_id, raw, reason, self.limits.dead_letter_max)
+        self.transport.incr(service, "rejected")
+
+    def run(self, req: Request, taken_at: int) -> dict[str, Any]:
+        """Run the procedure; the reply envelope, success or typed error."""
+        meta = {"provider": self.provider, "queued_ms": max(0, taken_at - req.sent_at)}
+        started = time.perf_counter()
+        run_hooks(self.hooks, "before_call", req)
+        try:
+            proc = self.registry.find(req.procedure)
+            if proc is None:
+                raise ProcedureNotFound(f"no procedure {req.procedure!r} on this worker", procedure=req.procedure)
+            args, kwargs = proc.spec.signature.bind(req.args, req.kwargs, req.procedure)
+            ctx = context.CallContext(req.id, req.procedure, req.trace_id, req.deadline, self.provider)
+            with context.running(ctx):
+                result = proc.func(*args, **kwargs)
+            reply = reply_ok(req.id, result, **meta)
+        except RpcError as exc:
+            run_hooks(self.hooks, "on_error", req, exc, reverse=True)
+            reply = reply_error(req.id, exc.to_wire(), **meta)
+        except Exception as exc:
+            run_hooks(self.hooks, "on_error", req, exc, reverse=True)
+            reply = reply_error(req.id, _remote(exc, traceback.format_exc()), **meta)
+        reply["run_ms"] = round((time.perf_counter() - started) * 1000, 3)
+        run_hooks(self.hooks, "after_call", req, reply, reverse=True)
+        return reply
+
+    def _pack(self, req: Request, reply: dict[str, Any]) -> bytes | None:
+        if req.reply_to is None:
+            if not reply["ok"]:
+                log.warning("notification %s to %s failed: %s", req.id, req.procedure, reply["error"].get("message"))
+            return None
+        try:
+            return self.signer.pack(reply, self.limits.max_reply_bytes)
+        except PayloadTooLarge as exc:
+            err = PayloadTooLarge(f"reply {exc.message}")
+            reply.update(ok=False, error=err.to_wire())
+        except (TypeError, ValueError) as exc:
+            reply.update(ok=False, error=_remote(exc, "", "UnserializableResult"))
+        reply.pop("result", None)
+        return self.signer.pack(reply)
+
+    def _claim(self, service: str, entry_id: str, req: Request) -> bool:
+        """True if this delivery should run the call; otherwise it is answered."""
+        waiter = self.signer.pack({"id": req.id, "reply_to": req.reply_to})
+        ttl_ms = max(1, req.deadline - now_ms())
+        assert req.idempotency_key is not None
+        state, stored = self.transport.claim_idempotency(req.procedure, req.idempotency_key, req.id, ttl_ms, waiter)
+        if state == 0:
+            return True
+        if state == 2 and stored is not None:
+            try:
+                first = self.signer.unpack(stored)
+            except ProtocolError as exc:
+                log.warning("ignoring a forged idempotency entry for %s: %s", req.procedure, exc)
+                return True
+            first["id"] = req.id
+            self.transport.finish(service, entry_id, req.reply_to, self.signer.pack(first), self.limits.reply_ttl)
+        else:  # another call with this key is running; it will answer us
+            self.transport.ack(service, entry_id)
+        return False
+
+    def _complete(self, req: Request, reply: dict[str, Any]) -> None:
+        assert req.idempotency_key is not None
+        stored = self.signer.pack({k: v for k, v in reply.items() if k != "id"})
+        waiters = self.transport.complete_idempotency(req.procedure, req.idempotency_key, stored, self.limits.idempotency_ttl)
+        self.answer_waiters(waiters, reply)
+
+    def answer_waiters(self, waiters: list[bytes], reply: dict[str, Any]) -> None:
+        out = []
+        for raw in waiters:
+            try:
+                w = self.signer.unpack(raw)
+            except ProtocolError:
+                continue
+            out.append((w["reply_to"], self.signer.pack({**reply, "id": w["id"]})))
+        if out:
+            self.transport.send_replies(out, self.limits.reply_ttl)
+
+
+def _remote(exc: BaseException, tb: str, type_name: str | None = None) -> dict[str, Any]:
+    return RemoteError(
+        remote_type=type_name or type(exc).__name__, remote_message=str(exc), remote_traceback=tb
+    ).to_wire()

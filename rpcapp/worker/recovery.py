@@ -1,0 +1,92 @@
+"""Layer 2: recovering the work of providers that died.
+
+A provider that stops heartbeating for ``provider_ttl`` is dead. Any live
+worker of the service (one at a time, under a short lock) takes over the dead
+consumer's pending requests and, for each: drops it if its deadline passed,
+dead-letters it after ``max_deliveries``, puts it back on the queue if the
+procedure is idempotent, or answers ``WorkerLost`` otherwise.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+from .. import keys
+from ..errors import ProtocolError, PayloadTooLarge, WorkerLost
+from ..protocol import Request, now_ms, reply_error
+from .executor import Executor
+
+log = logging.getLogger("rpcapp.recovery")
+
+
+class Recovery:
+    def __init__(self, executor: Executor, me: str, provider_ttl: float, max_deliveries: int, max_queue_length: int) -> None:
+        self.ex = executor
+        self.transport = executor.transport
+        self.me = me
+        self.provider_ttl_ms = int(provider_ttl * 1000)
+        self.max_deliveries = max_deliveries
+        self.max_queue_length = max_queue_length
+
+    def sweep(self, service: str, dead: set[str] | None = None) -> int:
+        """Recover the service's dead consumers (plus ``dead``); returns entries handled."""
+        token = uuid.uuid4().hex
+        if not self.transport.try_lock(keys.recovery_lock(self.transport.ns, service), token, 3000):
+            return 0
+        since = now_ms() - self.provider_ttl_ms
+        live = set(self.transport.live_consumers(service, since)) - (dead or set())
+        handled = 0
+        for name, pending in self.transport.group_consumers(service):
+            if name in live or name == self.me:
+                continue
+            while pending:
+                batch = self.transport.claim_pending(service, name, self.me)
+                if not batch:
+                    break
+                for entry_id, _times, fields in batch:
+                    self.resolve(service, entry_id, fields)
+                    handled += 1
+                pending = len(batch) == 100
+            self.transport.remove_consumer(service, name)
+        stale = set(self.transport.providers_info(service)) - live - {self.me}
+        self.transport.forget_consumers(service, stale)
+        return handled
+
+    def resolve(self, service: str, entry_id: str, fields: dict[bytes, bytes] | None) -> None:
+        """Decide the fate of one orphaned request."""
+        if fields is None:  # already deleted from the stream
+            self.transport.ack(service, entry_id)
+            return
+        raw = fields.get(b"m", b"")
+        deliveries = int(fields.get(b"n", b"1"))
+        try:
+            req = Request.from_wire(self.ex.signer.unpack(raw, self.ex.limits.max_request_bytes))
+        except (ProtocolError, PayloadTooLarge) as exc:
+            self.ex.reject(service, entry_id, raw, f"rejected: {exc.message}")
+            return
+        if req.expired:
+            self.transport.ack(service, entry_id)
+            self.transport.incr(service, "expired")
+        elif deliveries >= self.max_deliveries:
+            reason = f"dead-lettered after {deliveries} deliveries without an answer"
+            self.transport.dead_letter(service, entry_id, raw, reason, self.ex.limits.dead_letter_max)
+            self.transport.incr(service, "dead_lettered")
+            self._answer_lost(req, f"{req.procedure} {reason}")
+            log.error("call %s to %s %s", req.id, req.procedure, reason)
+        elif req.idempotent:
+            self.transport.requeue(service, entry_id, raw, deliveries + 1, self.max_queue_length)
+            self.transport.incr(service, "redelivered")
+            log.warning("redelivering call %s to %s (delivery %d)", req.id, req.procedure, deliveries + 1)
+        else:
+            self.transport.ack(service, entry_id)
+            self.transport.incr(service, "lost")
+            self._answer_lost(req, f"the worker running {req.procedure} died; it may or may not have run")
+
+    def _answer_lost(self, req: Request, message: str) -> None:
+        reply = reply_error(req.id, WorkerLost(message).to_wire(), provider=self.me)
+        if req.reply_to:
+            self.transport.send_replies([(req.reply_to, self.ex.signer.pack(reply))], self.ex.limits.reply_ttl)
+        if req.idempotency_key:
+            waiters = self.transport.release_idempotency(req.procedure, req.idempotency_key)
+            self.ex.answer_waiters(waiters, reply)
