@@ -1,0 +1,171 @@
+"""Fixtures: a private redis-server for the session, a fresh namespace per
+test, in-thread workers and real worker processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+import redis
+
+from rpcapp import runtime
+from rpcapp.testing import RedisServer, running_worker, wait_for
+from rpcapp.worker import Worker
+
+ROOT = Path(__file__).resolve().parent.parent
+
+FAST = {"HEARTBEAT_INTERVAL": 0.2, "PROVIDER_TTL": 1.0, "DRAIN_GRACE": 5.0}
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture
+def own_redis() -> Iterator[RedisServer]:
+    """A redis-server for this test alone (to stop, kill or restart)."""
+    with RedisServer() as server:
+        yield server
+
+
+def _configure(settings: Any, monkeypatch: Any, url: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    monkeypatch.delenv("RPCAPP_REDIS_URL", raising=False)
+    conf = {"REDIS_URL": url, "NAMESPACE": "t" + uuid.uuid4().hex[:10], **FAST, **(extra or {})}
+    settings.RPCAPP = conf
+    return conf
+
+
+@pytest.fixture
+def rpc_conf(settings: Any, monkeypatch: Any, redis_server: RedisServer) -> Iterator[dict[str, Any]]:
+    """RPCAPP settings pointing at the session's Redis under a fresh namespace."""
+    conf = _configure(settings, monkeypatch, redis_server.url)
+    yield conf
+    runtime.reset()
+    _clean(redis_server, conf["NAMESPACE"])
+
+
+@pytest.fixture
+def own_conf(settings: Any, monkeypatch: Any, own_redis: RedisServer) -> Iterator[dict[str, Any]]:
+    conf = _configure(settings, monkeypatch, own_redis.url)
+    yield conf
+    runtime.reset()
+
+
+def _clean(server: RedisServer, namespace: str) -> None:
+    client = redis.Redis(port=server.port, socket_timeout=2)
+    try:
+        batch = list(client.scan_iter(match=f"{namespace}:*", count=1000))
+        if batch:
+            client.delete(*batch)
+    except (redis.exceptions.RedisError, OSError):
+        pass
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def client(rpc_conf: dict[str, Any]) -> Any:
+    return runtime.get_client()
+
+
+@pytest.fixture
+def worker(rpc_conf: dict[str, Any]) -> Iterator[Worker]:
+    with running_worker(concurrency=4) as w:
+        yield w
+
+
+class Processes:
+    """Real ``manage.py runrpcworker`` processes, killed at teardown."""
+
+    def __init__(self, conf: dict[str, Any], tmp: Path) -> None:
+        self.conf = conf
+        self.tmp = tmp
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.pop("RPCAPP_REDIS_URL", None)
+        env["DJANGO_SETTINGS_MODULE"] = "tests.settings"
+        env["RPCAPP_TEST_OVERRIDES"] = json.dumps(self.conf)
+        env["PYTHONPATH"] = str(ROOT)
+        return env
+
+    def start(self, *args: str, wait: bool = True) -> subprocess.Popen[bytes]:
+        log = open(self.tmp / f"worker-{len(self.procs)}.log", "wb")
+        cmd = [sys.executable, str(ROOT / "manage.py"), "runrpcworker", "--log-level", "INFO", *args]
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=self.env(), stdout=log, stderr=subprocess.STDOUT)
+        proc.log_path = log.name  # type: ignore[attr-defined]
+        self.procs.append(proc)
+        if wait:
+            self.wait_ready(proc)
+        return proc
+
+    def wait_ready(self, proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+        def ready() -> bool:
+            if proc.poll() is not None:
+                raise AssertionError(f"worker exited with {proc.returncode}: {self.log(proc)}")
+            return "serving" in self.log(proc) or "started worker process" in self.log(proc)
+
+        wait_for(ready, timeout, message="worker start")
+
+    @staticmethod
+    def log(proc: subprocess.Popen[bytes]) -> str:
+        return Path(proc.log_path).read_text(errors="replace")  # type: ignore[attr-defined]
+
+    def stop_all(self) -> None:
+        for proc in self.procs:
+            kill_tree(proc.pid)
+            proc.wait(timeout=10)
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL a process and all its descendants (a process pool's children)."""
+    try:
+        parent = psutil.Process(pid)
+        victims = [*parent.children(recursive=True), parent]
+    except psutil.NoSuchProcess:
+        return
+    for p in victims:
+        try:
+            p.send_signal(signal.SIGKILL)
+        except psutil.NoSuchProcess:
+            pass
+
+
+@pytest.fixture
+def processes(rpc_conf: dict[str, Any], tmp_path: Path) -> Iterator[Processes]:
+    p = Processes(rpc_conf, tmp_path)
+    yield p
+    p.stop_all()
+
+
+@pytest.fixture
+def own_processes(own_conf: dict[str, Any], tmp_path: Path) -> Iterator[Processes]:
+    p = Processes(own_conf, tmp_path)
+    yield p
+    p.stop_all()
+
+
+def live_count(client: Any, service: str) -> int:
+    from rpcapp.protocol import now_ms
+
+    return client.transport.count_live(service, now_ms() - 1000)
+
+
+@pytest.fixture
+def wait_live() -> Callable[..., None]:
+    def wait(client: Any, service: str, n: int, timeout: float = 20.0) -> None:
+        wait_for(lambda: live_count(client, service) >= n, timeout, message=f"{n} live provider(s) of {service}")
+
+    return wait

@@ -1,0 +1,21 @@
+"""Settings for the test suite: the demo project plus a test app.
+
+``RPCAPP_TEST_OVERRIDES`` (JSON) is merged into ``RPCAPP`` so that worker
+processes started by tests get the same settings as the test process.
+"""
+
+import json
+import os
+
+from project.settings import *  # noqa: F403
+from project.settings import INSTALLED_APPS, RPCAPP
+
+INSTALLED_APPS = [*INSTALLED_APPS, "tests.testapp"]
+RPCAPP = {**RPCAPP, **json.loads(os.environ.get("RPCAPP_TEST_OVERRIDES", "{}"))}
+DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}
+if os.environ.get("DATABASE_URL"):
+    import dj_database_url
+
+    DATABASES = {"default": dj_database_url.parse(os.environ["DATABASE_URL"])}
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+LOGGING = {"version": 1, "disable_existing_loggers": False}
