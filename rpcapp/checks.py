@@ -29,6 +29,6 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
         if not isinstance(value, int) or value < 1:
             problems.append(Error(f"RPCAPP[{name!r}] must be a positive integer", id="rpcapp.E004"))
     url = c.REDIS_URL
-    if url and not url.split("://", 1)[0] in ("redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel", "redis+cluster", "rediss+cluster"):
+    if url and url.split("://", 1)[0] not in ("redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel", "redis+cluster", "rediss+cluster"):
         problems.append(Error(f"RPCAPP['REDIS_URL'] has an unsupported scheme: {url!r}", id="rpcapp.E005"))
     return problems

@@ -68,30 +68,26 @@ class _Mismatch(Exception):
     pass
 
 
+_PLAIN: dict[str, Any] = {
+    "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    "str": lambda v: isinstance(v, str),
+    "bool": lambda v: isinstance(v, bool),
+    "null": lambda v: v is None,
+    "any": lambda v: True,
+}
+
+
 def coerce(value: Any, desc: Desc) -> Any:
     """Check ``value`` against ``desc``; return it (wire strings parsed for
     datetime, date, UUID and Decimal). Raises _Mismatch."""
     if isinstance(desc, list):
         return _coerce_compound(value, desc)
-    if desc == "any":
-        return value
-    if desc == "int":
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif desc == "float":
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return value
-    elif desc == "str":
-        if isinstance(value, str):
-            return value
-    elif desc == "bool":
-        if isinstance(value, bool):
-            return value
-    elif desc == "null":
-        if value is None:
-            return None
-    else:
+    check = _PLAIN.get(desc)
+    if check is None:
         return _coerce_rich(value, desc)
+    if check(value):
+        return value
     raise _Mismatch
 
 
@@ -193,26 +189,20 @@ class Signature:
         rest = list(args)
         given = dict(kwargs)
         for p in self.params:
-            if p.kind == "pos":
-                if rest:
-                    if p.name in given:
-                        raise InvalidParams(f"multiple values for argument {p.name!r}", procedure=procedure)
-                    out_args.append(self._check(p, rest.pop(0), procedure))
-                elif p.name in given:
-                    out_kwargs[p.name] = self._check(p, given.pop(p.name), procedure)
-                elif not p.has_default:
-                    raise InvalidParams(f"missing argument {p.name!r}", procedure=procedure)
-            elif p.kind == "var_pos":
+            if p.kind == "var_pos":
                 out_args.extend(self._check(p, v, procedure) for v in rest)
                 rest = []
-            elif p.kind == "kw":
-                if p.name in given:
-                    out_kwargs[p.name] = self._check(p, given.pop(p.name), procedure)
-                elif not p.has_default:
-                    raise InvalidParams(f"missing argument {p.name!r}", procedure=procedure)
-            else:  # var_kw
+            elif p.kind == "var_kw":
                 out_kwargs.update({k: self._check(p, v, procedure) for k, v in given.items()})
                 given = {}
+            elif p.kind == "pos" and rest:
+                if p.name in given:
+                    raise InvalidParams(f"multiple values for argument {p.name!r}", procedure=procedure)
+                out_args.append(self._check(p, rest.pop(0), procedure))
+            elif p.name in given:
+                out_kwargs[p.name] = self._check(p, given.pop(p.name), procedure)
+            elif not p.has_default:
+                raise InvalidParams(f"missing argument {p.name!r}", procedure=procedure)
         if rest:
             raise InvalidParams(f"{len(rest)} extra positional argument(s)", procedure=procedure)
         if given:

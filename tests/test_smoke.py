@@ -1,5 +1,6 @@
-from rpcapp.errors import RemoteError
 import pytest
+
+from rpcapp.errors import RemoteError
 
 
 def test_add(client, worker):

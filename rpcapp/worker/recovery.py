@@ -13,7 +13,7 @@ import logging
 import uuid
 
 from .. import keys
-from ..errors import ProtocolError, PayloadTooLarge, WorkerLost
+from ..errors import PayloadTooLarge, ProtocolError, WorkerLost
 from ..protocol import Request, now_ms, reply_error
 from .executor import Executor
 

@@ -95,7 +95,7 @@ def typed(when: dt.datetime, day: dt.date, ident: uuid.UUID, amount: decimal.Dec
 
 @procedure("tests.when")
 def when(days: int) -> dt.datetime:
-    return dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc) + dt.timedelta(days=days)
+    return dt.datetime(2026, 1, 1, tzinfo=dt.UTC) + dt.timedelta(days=days)
 
 
 @procedure("tests.nested", timeout=30.0)

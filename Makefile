@@ -1,0 +1,60 @@
+# rpcapp: `make run` starts the whole demo system, `make test` runs the tests.
+# Both set themselves up (virtualenv, requirements, migrations) on first use.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cksum requirements.txt | cut -d' ' -f1)
+EMBEDDED_REDIS = $(shell $(BIN)/python -c "import rpcapp.embedded as e; print(e.server_binary())")
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: help run test test-fast lint bench clean setup
+
+help:  ## show the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): requirements.txt
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is needed"'
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -r requirements.txt
+	rm -f $(VENV)/.installed-*
+	touch $(STAMP)
+
+setup: $(STAMP)  ## create the virtualenv, install requirements, migrate
+	$(BIN)/python manage.py migrate --noinput -v 0
+	$(BIN)/python manage.py demouser
+
+run: setup  ## run web, RPC workers, Celery worker and beat, embedded Redis
+	@$(BIN)/python manage.py rpcredis start >/dev/null
+	@echo ""
+	@echo "  rpcapp demo"
+	@echo "  site:       http://$(HOST):$(PORT)/"
+	@echo "  admin:      http://$(HOST):$(PORT)/admin/   (login: admin / admin)"
+	@echo "  redis:      $$($(BIN)/python manage.py rpcredis url)"
+	@echo "  stop with Ctrl-C"
+	@echo ""
+	@HOST=$(HOST) PORT=$(PORT) PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho -f Procfile start; \
+	  $(BIN)/python manage.py rpcredis stop >/dev/null
+
+test: $(STAMP)  ## run the whole test suite on Redis 6.2 (embedded) and Redis 7 (if installed)
+	RPCAPP_TEST_REDIS_SERVER=$(EMBEDDED_REDIS) $(BIN)/pytest $(PYTEST_ARGS)
+	@if command -v redis-server >/dev/null; then \
+	  echo "== again on $$(redis-server --version | cut -d' ' -f3)"; \
+	  RPCAPP_TEST_REDIS_SERVER=$$(command -v redis-server) $(BIN)/pytest $(PYTEST_ARGS); \
+	else echo "== no redis-server on PATH: Redis 7 run skipped"; fi
+
+test-fast: $(STAMP)  ## run the tests once, on whatever redis-server is found first
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)  ## ruff and the import-layer contracts
+	$(BIN)/ruff check rpcapp demo project tests bench
+	$(BIN)/lint-imports
+
+bench: $(STAMP)  ## run the benchmark suite (see docs/benchmarks.md)
+	$(BIN)/python bench/run.py
+
+clean:  ## stop the embedded Redis and remove local state
+	-$(BIN)/python manage.py rpcredis stop
+	rm -rf var db.sqlite3
