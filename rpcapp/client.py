@@ -293,7 +293,10 @@ class ServiceProxy:
 
 
 class _ReplyListener(threading.Thread):
-    """Blocks on the client's reply list and completes the matching Futures."""
+    """Blocks on the client's reply list and completes the matching Futures.
+
+    A second, in-process timer thread completes Futures whose deadline passed
+    with ``RpcTimeout`` (no Redis traffic)."""
 
     def __init__(self, client: Client) -> None:
         super().__init__(name="rpcapp-replies", daemon=True)
@@ -302,12 +305,20 @@ class _ReplyListener(threading.Thread):
         self._pending: dict[str, tuple[Future[Any], Any, str]] = {}
         self._deadlines: list[tuple[int, str]] = []
         self._lock = threading.Lock()
+        self._timer_wake = threading.Condition(self._lock)
         self._stop_event = threading.Event()
+        self._timer = threading.Thread(target=self._expire_loop, name="rpcapp-deadlines", daemon=True)
+
+    def start(self) -> None:
+        super().start()
+        self._timer.start()
 
     def track(self, req: Request, fut: Future[Any], returns: Any) -> None:
         with self._lock:
             self._pending[req.id] = (fut, returns, req.procedure)
             heapq.heappush(self._deadlines, (req.deadline, req.id))
+            if self._deadlines[0][1] == req.id:
+                self._timer_wake.notify()
 
     def fail(self, call_id: str, exc: RpcError) -> None:
         with self._lock:
@@ -323,27 +334,21 @@ class _ReplyListener(threading.Thread):
 
     def stop(self) -> None:
         self._stop_event.set()
+        with self._lock:
+            self._timer_wake.notify()
 
     def run(self) -> None:
         delay = 0.05
         while not self._stop_event.is_set():
             try:
-                frames = self.client.transport.pop_replies(self.reply_key, self._wait_time())
+                frames = self.client.transport.pop_replies(self.reply_key, 1.0)
                 delay = 0.05
             except TransportError:
                 time.sleep(delay)
                 delay = min(delay * 2, 1.0)
-                frames = []
+                continue
             for frame in frames:
                 self._deliver(frame)
-            self._expire_overdue()
-
-    def _wait_time(self) -> float:
-        with self._lock:
-            if not self._deadlines:
-                return 1.0
-            nxt = self._deadlines[0][0]
-        return min(1.0, max(0.01, (nxt - now_ms()) / 1000 + 0.001))
 
     def _deliver(self, frame: bytes) -> None:
         try:
@@ -372,13 +377,17 @@ class _ReplyListener(threading.Thread):
         else:
             fut.set_exception(error_from_wire(data.get("error") or {}, procedure=procedure, call_id=call_id))
 
-    def _expire_overdue(self) -> None:
-        now = now_ms()
-        expired = []
-        with self._lock:
-            while self._deadlines and self._deadlines[0][0] <= now:
-                _, call_id = heapq.heappop(self._deadlines)
-                if call_id in self._pending:
-                    expired.append(call_id)
-        for call_id in expired:
-            self.expire(call_id)
+    def _expire_loop(self) -> None:
+        while not self._stop_event.is_set():
+            expired = []
+            with self._lock:
+                now = now_ms()
+                while self._deadlines and self._deadlines[0][0] <= now:
+                    _, call_id = heapq.heappop(self._deadlines)
+                    if call_id in self._pending:
+                        expired.append(call_id)
+                if not expired:
+                    wait = (self._deadlines[0][0] - now) / 1000 if self._deadlines else 1.0
+                    self._timer_wake.wait(min(wait, 1.0))
+            for call_id in expired:
+                self.expire(call_id)

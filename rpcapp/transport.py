@@ -47,6 +47,13 @@ redis.call('DEL', KEYS[2])
 return w
 """
 
+_UNLOCK = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
 _REQUEUE = """
 local ok = redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 redis.call('XDEL', KEYS[1], ARGV[2])
@@ -136,6 +143,7 @@ class Transport:
         self._claim_idem = client.register_script(_CLAIM_IDEMPOTENCY)
         self._complete_idem = client.register_script(_COMPLETE_IDEMPOTENCY)
         self._requeue = client.register_script(_REQUEUE)
+        self._unlock = client.register_script(_UNLOCK)
 
     # -- requests -----------------------------------------------------
     @_guard
@@ -155,16 +163,22 @@ class Transport:
                 raise
 
     @_guard
-    def read(self, service: str, consumer: str, count: int, block_ms: int, pending: bool = False) -> list[tuple[str, dict[bytes, bytes]]]:
-        """XREADGROUP up to ``count`` new (or, with pending, own pending) entries."""
-        stream = keys.requests(self.ns, service)
-        res = self.redis.xreadgroup(
-            keys.GROUP, consumer, {stream: "0" if pending else ">"}, count=count, block=None if pending else block_ms
-        )
+    def read(self, services: list[str], consumer: str, count: int, block_ms: int) -> list[tuple[str, str, dict[bytes, bytes]]]:
+        """XREADGROUP up to ``count`` new entries from each service's stream:
+        (service, entry id, fields)."""
+        streams = {keys.requests(self.ns, s): ">" for s in services}
+        res = self.redis.xreadgroup(keys.GROUP, consumer, streams, count=count, block=block_ms)
         if not res:
             return []
-        entries = res[0][1] if isinstance(res, list) else next(iter(res.values()))[0]
-        return [(_text(eid), fields) for eid, fields in entries if fields]
+        by_key = dict(zip(streams, services, strict=True))
+        rows = res.items() if isinstance(res, dict) else res  # RESP3 map or RESP2 pairs
+        out = []
+        for key, entries in rows:
+            service = by_key[_text(key)]
+            for eid, fields in entries:
+                if fields:
+                    out.append((service, _text(eid), fields))
+        return out
 
     @_guard
     def finish(self, service: str, entry_id: str, reply_key: str | None, frame: bytes | None, reply_ttl: int) -> None:
@@ -302,6 +316,11 @@ class Transport:
     @_guard
     def try_lock(self, key: str, token: str, ttl_ms: int) -> bool:
         return bool(self.redis.set(key, token, nx=True, px=ttl_ms))
+
+    @_guard
+    def unlock(self, key: str, token: str) -> None:
+        """Delete ``key`` only if it still holds ``token``."""
+        self._unlock(keys=[key], args=[token])
 
     @_guard
     def group_consumers(self, service: str) -> list[tuple[str, int]]:

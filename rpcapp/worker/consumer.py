@@ -88,15 +88,12 @@ class Worker:
 
     # -- lifecycle ----------------------------------------------------------
     def start(self) -> None:
-        """Register, recover what was left pending, start readers and heartbeat."""
+        """Register, recover what was left pending, start the reader and heartbeat."""
         self._setup_redis(first=True)
-        for service in self.services:
-            t = threading.Thread(target=self._read_loop, args=(service,), name=f"rpcapp-read-{service}", daemon=True)
+        for target, name in ((self._read_loop, "rpcapp-read"), (self._heartbeat_loop, "rpcapp-heartbeat")):
+            t = threading.Thread(target=target, name=name, daemon=True)
             t.start()
             self._threads.append(t)
-        hb = threading.Thread(target=self._heartbeat_loop, name="rpcapp-heartbeat", daemon=True)
-        hb.start()
-        self._threads.append(hb)
         log.info("worker %s serving %s (concurrency %d)", self.name, ", ".join(self.services), self.settings.concurrency)
 
     def run(self) -> None:
@@ -151,35 +148,45 @@ class Worker:
         return self._stopped.is_set()
 
     # -- reading ----------------------------------------------------------------
-    def _read_loop(self, service: str) -> None:
+    def _read_loop(self) -> None:
         delay = 0.05
+        rotation = 0
         while not self._stopping.is_set():
             if not self._slots.acquire(timeout=0.2):
                 continue
-            n = 1
-            while n < self.settings.concurrency and self._slots.acquire(blocking=False):
-                n += 1
+            free = 1
+            while free < self.settings.concurrency and self._slots.acquire(blocking=False):
+                free += 1
+            services, count, block = self._plan(free, rotation)
+            rotation += 1
             try:
-                entries = self.transport.read(service, self.name, n, self.settings.block_ms)
+                entries = self.transport.read(services, self.name, count, block)
                 delay = 0.05
             except MissingGroup:
-                entries = []
-                self._release(n)
-                self._recreate(service)
+                self._release(free)
+                self._recreate()
                 continue
             except TransportError as exc:
-                self._release(n)
-                log.warning("reading %s failed (%s); retrying in %.2fs", service, exc.message, delay)
+                self._release(free)
+                log.warning("reading requests failed (%s); retrying in %.2fs", exc.message, delay)
                 time.sleep(delay)
                 delay = min(delay * 2, 1.0)
                 continue
-            if self._stopping.is_set() and entries:
-                pass  # taken already: they are run, a drain finishes them
-            self._release(n - len(entries))
-            for entry_id, fields in entries:
+            self._release(free - len(entries))
+            for service, entry_id, fields in entries:
                 with self._idle:
                     self._in_flight += 1
                 self._pool.submit(self._run_one, service, entry_id, fields)
+
+    def _plan(self, free: int, rotation: int) -> tuple[list[str], int, int]:
+        """Which streams to read, how many from each, how long to block: never
+        more entries in total than ``free`` slots."""
+        n = len(self.services)
+        if free >= n:
+            return self.services, free // n, self.settings.block_ms
+        start = rotation % n
+        chosen = (self.services[start:] + self.services[:start])[:free]
+        return chosen, 1, min(self.settings.block_ms, 100)
 
     def _run_one(self, service: str, entry_id: str, fields: dict[bytes, bytes]) -> None:
         try:
@@ -198,7 +205,7 @@ class Worker:
         for _ in range(n):
             self._slots.release()
 
-    def _recreate(self, service: str) -> None:
+    def _recreate(self) -> None:
         log.warning("consumer group of %s is missing (redis restarted empty?); recreating", service)
         try:
             self._setup_redis(first=False)

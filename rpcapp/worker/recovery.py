@@ -32,10 +32,17 @@ class Recovery:
     def sweep(self, service: str, dead: set[str] | None = None) -> int:
         """Recover the service's dead consumers (plus ``dead``); returns entries handled."""
         token = uuid.uuid4().hex
-        if not self.transport.try_lock(keys.recovery_lock(self.transport.ns, service), token, 3000):
+        lock = keys.recovery_lock(self.transport.ns, service)
+        if not self.transport.try_lock(lock, token, 3000):
             return 0
+        try:
+            return self._sweep(service, dead or set())
+        finally:
+            self.transport.unlock(lock, token)
+
+    def _sweep(self, service: str, dead: set[str]) -> int:
         since = now_ms() - self.provider_ttl_ms
-        live = set(self.transport.live_consumers(service, since)) - (dead or set())
+        live = set(self.transport.live_consumers(service, since)) - dead
         handled = 0
         for name, pending in self.transport.group_consumers(service):
             if name in live or name == self.me:
