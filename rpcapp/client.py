@@ -343,7 +343,10 @@ class _ReplyListener(threading.Thread):
             try:
                 frames = self.client.transport.pop_replies(self.reply_key, 1.0)
                 delay = 0.05
-            except TransportError:
+            except Exception as exc:  # a TransportError, or a client closed under us
+                if self._stop_event.is_set():
+                    return
+                log.debug("reply listener: %s; retrying in %.2fs", exc, delay)
                 time.sleep(delay)
                 delay = min(delay * 2, 1.0)
                 continue

@@ -159,11 +159,11 @@ def test_unserialisable_result_is_a_typed_error_and_worker_survives(client, work
 
 
 def test_rich_values(client, worker):
-    when = dt.datetime(2026, 5, 6, 7, 8, 9, tzinfo=dt.timezone.utc)
+    when = dt.datetime(2026, 5, 6, 7, 8, 9, tzinfo=dt.UTC)
     out = client.call("tests.typed", when, dt.date(2026, 5, 6), uuid.UUID(int=7), decimal.Decimal("2.50"), tags=["a"])
     assert out["types"] == ["datetime", "date", "UUID", "Decimal"]
     assert out["amount"] == "2.50" and out["tags"] == ["a"]
-    assert client.call("tests.when", 1) == dt.datetime(2026, 1, 2, tzinfo=dt.timezone.utc)
+    assert client.call("tests.when", 1) == dt.datetime(2026, 1, 2, tzinfo=dt.UTC)
 
 
 def test_nested_call_inherits_remaining_deadline(client, worker):

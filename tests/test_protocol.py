@@ -32,7 +32,7 @@ def test_round_trip_msgpack():
 
 def test_rich_values_encode_as_strings(signer):
     value = {
-        "when": dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc),
+        "when": dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC),
         "day": dt.date(2026, 1, 2),
         "id": uuid.UUID(int=1),
         "amount": decimal.Decimal("1.10"),

@@ -67,7 +67,7 @@ def test_rich_types_are_parsed_from_wire_strings():
 
     args, _ = make(f).bind(["2026-01-02T03:04:05+00:00", "2026-01-02", str(uuid.UUID(int=5)), "1.25"], {})
     assert args == [
-        dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc),
+        dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC),
         dt.date(2026, 1, 2),
         uuid.UUID(int=5),
         decimal.Decimal("1.25"),

@@ -166,9 +166,9 @@ class Worker:
                 self._release(free)
                 self._recreate()
                 continue
-            except TransportError as exc:
+            except Exception as exc:  # TransportError, or anything else: the reader never dies
                 self._release(free)
-                log.warning("reading requests failed (%s); retrying in %.2fs", exc.message, delay)
+                log.warning("reading requests failed (%s); retrying in %.2fs", exc, delay)
                 time.sleep(delay)
                 delay = min(delay * 2, 1.0)
                 continue
@@ -206,7 +206,7 @@ class Worker:
             self._slots.release()
 
     def _recreate(self) -> None:
-        log.warning("consumer group of %s is missing (redis restarted empty?); recreating", service)
+        log.warning("consumer groups of %s are missing (redis restarted empty?); recreating", ", ".join(self.services))
         try:
             self._setup_redis(first=False)
         except TransportError as exc:
@@ -251,8 +251,8 @@ class Worker:
                     self._sweep(service)
             except MissingGroup as exc:
                 log.warning("heartbeat: %s", exc.message)
-            except TransportError as exc:
-                log.warning("heartbeat failed: %s", exc.message)
+            except Exception as exc:  # the heartbeat thread never dies
+                log.warning("heartbeat failed: %s", exc)
 
     def _sweep(self, service: str, dead: set[str] | None = None, own: bool = False) -> None:
         if own:

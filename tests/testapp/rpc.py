@@ -122,3 +122,12 @@ def nested_remaining() -> float:
 @procedure("other.ping", idempotent=True)
 def ping() -> str:
     return "pong"
+
+
+@procedure("tests.touch")
+def touch(path: str) -> int:
+    """Appends this process's pid to the file at ``path``: a side effect a
+    test can observe to prove a message was (or was never) run."""
+    with open(path, "a") as f:
+        f.write(f"{os.getpid()}\n")
+    return os.getpid()
