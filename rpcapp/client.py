@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import context, keys
+from .combiner import Combiner
 from .errors import (
     ProcedureNotFound,
     ProtocolError,
@@ -71,6 +72,7 @@ class Client:
         self._listener: _ReplyListener | None = None
         self._lock = threading.Lock()
         self._pid = -1
+        self._sender: Combiner[Any] = Combiner(self._flush_sends)
 
     # -- public API --------------------------------------------------------
     def call(self, name: str, /, *args: Any, timeout: float | None = None, idempotency_key: str | None = None, **kwargs: Any) -> Any:
@@ -163,15 +165,27 @@ class Client:
         return futures
 
     def _send(self, outgoing: list[tuple[str, bytes, Request, Future[Any]]], listener: _ReplyListener) -> None:
-        deadline = max(req.deadline for _, _, req, _ in outgoing)
         try:
             for service in {s for s, _, _, _ in outgoing}:
-                self._check_providers(service, deadline)
-            self._enqueue([(s, f) for s, f, _, _ in outgoing], deadline, outgoing[0][2].procedure)
+                self._check_providers(service, max(req.deadline for _, _, req, _ in outgoing))
         except RpcError as exc:
-            for _, _, req, _ in outgoing:
-                err = type(exc)(exc.message, procedure=req.procedure, call_id=None)
-                listener.fail(req.id, err)
+            self._fail(outgoing, listener, exc)
+            return
+        self._sender.submit((outgoing, listener))
+
+    def _flush_sends(self, batches: list[tuple[list[tuple[str, bytes, Request, Future[Any]]], _ReplyListener]]) -> None:
+        """Send the requests of every waiting caller in one pipeline."""
+        outgoing = [item for items, _ in batches for item in items]
+        try:
+            self._enqueue([(s, f) for s, f, _, _ in outgoing], max(req.deadline for _, _, req, _ in outgoing), outgoing[0][2].procedure)
+        except RpcError as exc:
+            for items, listener in batches:
+                self._fail(items, listener, exc)
+
+    @staticmethod
+    def _fail(outgoing: list[tuple[str, bytes, Request, Future[Any]]], listener: _ReplyListener, exc: RpcError) -> None:
+        for _, _, req, _ in outgoing:
+            listener.fail(req.id, type(exc)(exc.message, procedure=req.procedure, call_id=None))
 
     def _enqueue(self, items: list[tuple[str, bytes]], deadline_ms: int, name: str) -> None:
         """XADD, retrying with capped backoff while Redis is unreachable."""

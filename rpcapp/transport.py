@@ -193,6 +193,25 @@ class Transport:
         pipe.execute()
 
     @_guard
+    def finish_many(self, items: list[tuple[str, str, str | None, bytes | None]], reply_ttl: int) -> None:
+        """``finish`` for many (service, entry id, reply key, frame) in one round trip."""
+        pipe = self.redis.pipeline(transaction=False)
+        replies: dict[str, list[bytes]] = {}
+        done: dict[str, list[str]] = {}
+        for service, entry_id, reply_key, frame in items:
+            if reply_key and frame is not None:
+                replies.setdefault(reply_key, []).append(frame)
+            done.setdefault(service, []).append(entry_id)
+        for key, frames in replies.items():
+            pipe.lpush(key, *frames)
+            pipe.expire(key, reply_ttl)
+        for service, ids in done.items():
+            stream = keys.requests(self.ns, service)
+            pipe.xack(stream, keys.GROUP, *ids)
+            pipe.xdel(stream, *ids)
+        pipe.execute()
+
+    @_guard
     def send_replies(self, replies: Iterable[tuple[str, bytes]], reply_ttl: int) -> None:
         pipe = self.redis.pipeline(transaction=False)
         for key, frame in replies:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import context
+from ..combiner import Combiner
 from ..errors import (
     PayloadTooLarge,
     ProcedureNotFound,
@@ -47,6 +48,14 @@ class Executor:
         self.provider = provider
         self.hooks = hooks or []
         self.calls_served = 0
+        self._finisher: Combiner[tuple[str, str, str | None, bytes | None]] = Combiner(self._finish_many)
+
+    def _finish_many(self, items: list[tuple[str, str, str | None, bytes | None]]) -> None:
+        try:
+            self.transport.finish_many(items, self.limits.reply_ttl)
+        except TransportError as exc:
+            # The entries stay pending; recovery answers or redelivers them.
+            log.warning("redis failed while finishing %d call(s): %s", len(items), exc)
 
     def handle(self, service: str, entry_id: str, fields: dict[bytes, bytes]) -> None:
         """Process one stream entry; never raises."""
@@ -78,7 +87,7 @@ class Executor:
         frame = self._pack(req, reply)
         if req.idempotency_key and req.reply_to is not None:
             self._complete(req, reply)
-        self.transport.finish(service, entry_id, req.reply_to, frame, self.limits.reply_ttl)
+        self._finisher.submit((service, entry_id, req.reply_to, frame))
         self.calls_served += 1
 
     def reject(self, service: str, entry_id: str | None, raw: bytes, reason: str) -> None:
