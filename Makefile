@@ -1,6 +1,7 @@
 # rpcapp: `make run` starts the whole demo system, `make test` runs the tests.
 # Both set themselves up (virtualenv, requirements, migrations) on first use.
 
+SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -35,8 +36,8 @@ run: setup  ## run web, RPC workers, Celery worker and beat, embedded Redis
 	@echo "  redis:      $$($(BIN)/python manage.py rpcredis url)"
 	@echo "  stop with Ctrl-C"
 	@echo ""
-	@HOST=$(HOST) PORT=$(PORT) PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho -f Procfile start; \
-	  $(BIN)/python manage.py rpcredis stop >/dev/null
+	@trap '$(BIN)/python manage.py rpcredis stop >/dev/null' EXIT; \
+	  HOST=$(HOST) PORT=$(PORT) PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho -f Procfile start
 
 test: $(STAMP)  ## run the whole test suite on Redis 6.2 (embedded) and Redis 7 (if installed)
 	RPCAPP_TEST_REDIS_SERVER=$(EMBEDDED_REDIS) $(BIN)/pytest $(PYTEST_ARGS)
