@@ -11,6 +11,7 @@ import asyncio
 import heapq
 import logging
 import os
+import queue
 import socket
 import threading
 import time
@@ -77,12 +78,14 @@ class Client:
     # -- public API --------------------------------------------------------
     def call(self, name: str, /, *args: Any, timeout: float | None = None, idempotency_key: str | None = None, **kwargs: Any) -> Any:
         """Call ``name`` and wait for its result (up to the deadline)."""
-        fut = self.call_async(name, *args, timeout=timeout, idempotency_key=idempotency_key, **kwargs)
+        fut = self._send_all([(name, args, kwargs, timeout, idempotency_key)], inline=True)[0]
         return self._wait(fut)
 
     def call_async(self, name: str, /, *args: Any, timeout: float | None = None, idempotency_key: str | None = None, **kwargs: Any) -> Future[Any]:
-        """Send the call and return a Future; never blocks past sending, never raises."""
-        return self._send_all([(name, args, kwargs, timeout, idempotency_key)])[0]
+        """Queue the call and return a Future at once; never blocks, never raises.
+
+        A background sender writes queued calls to Redis in shared pipelines."""
+        return self._send_all([(name, args, kwargs, timeout, idempotency_key)], inline=False)[0]
 
     async def acall(self, name: str, /, *args: Any, timeout: float | None = None, idempotency_key: str | None = None, **kwargs: Any) -> Any:
         """``call`` for asyncio code; shares the reply listener."""
@@ -96,7 +99,7 @@ class Client:
             name, args = item[0], tuple(item[1]) if len(item) > 1 else ()
             kwargs = dict(item[2]) if len(item) > 2 else {}
             batch.append((name, args, kwargs, timeout, None))
-        futures = self._send_all(batch)
+        futures = self._send_all(batch, inline=True)
         results: list[Any] = []
         for fut in futures:
             try:
@@ -139,7 +142,7 @@ class Client:
                 fut.set_exception(RpcTimeout("no reply before the deadline", call_id=getattr(fut, "rpc_id", None)))
             return fut.result()
 
-    def _send_all(self, batch: list[tuple[str, Sequence[Any], dict[str, Any], float | None, str | None]]) -> list[Future[Any]]:
+    def _send_all(self, batch: list[tuple[str, Sequence[Any], dict[str, Any], float | None, str | None]], inline: bool) -> list[Future[Any]]:
         listener = self._ensure_listener()
         futures: list[Future[Any]] = []
         outgoing: list[tuple[str, bytes, Request, Future[Any]]] = []
@@ -161,10 +164,13 @@ class Client:
         if outgoing:
             for _service, _frame, req, fut in outgoing:
                 listener.track(req, fut, self._returns(req.procedure))
-            self._send(outgoing, listener)
+            self._send(outgoing, listener, inline)
         return futures
 
-    def _send(self, outgoing: list[tuple[str, bytes, Request, Future[Any]]], listener: _ReplyListener) -> None:
+    def _send(self, outgoing: list[tuple[str, bytes, Request, Future[Any]]], listener: _ReplyListener, inline: bool) -> None:
+        if not inline:
+            listener.queue_send(outgoing)
+            return
         try:
             for service in {s for s, _, _, _ in outgoing}:
                 self._check_providers(service, max(req.deadline for _, _, req, _ in outgoing))
@@ -172,6 +178,19 @@ class Client:
             self._fail(outgoing, listener, exc)
             return
         self._sender.submit((outgoing, listener))
+
+    def _send_queued(self, batches: list[tuple[list[tuple[str, bytes, Request, Future[Any]]], _ReplyListener]]) -> None:
+        """The sender thread's flush: provider checks, then one pipeline."""
+        ready = []
+        for outgoing, listener in batches:
+            try:
+                for service in {s for s, _, _, _ in outgoing}:
+                    self._check_providers(service, max(req.deadline for _, _, req, _ in outgoing))
+                ready.append((outgoing, listener))
+            except RpcError as exc:
+                self._fail(outgoing, listener, exc)
+        if ready:
+            self._flush_sends(ready)
 
     def _flush_sends(self, batches: list[tuple[list[tuple[str, bytes, Request, Future[Any]]], _ReplyListener]]) -> None:
         """Send the requests of every waiting caller in one pipeline."""
@@ -322,10 +341,33 @@ class _ReplyListener(threading.Thread):
         self._timer_wake = threading.Condition(self._lock)
         self._stop_event = threading.Event()
         self._timer = threading.Thread(target=self._expire_loop, name="rpcapp-deadlines", daemon=True)
+        self._outbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._sender = threading.Thread(target=self._send_loop, name="rpcapp-sender", daemon=True)
 
     def start(self) -> None:
         super().start()
         self._timer.start()
+        self._sender.start()
+
+    def queue_send(self, outgoing: list[Any]) -> None:
+        self._outbox.put(outgoing)
+
+    def _send_loop(self) -> None:
+        while not self._stop_event.is_set():
+            try:
+                first = self._outbox.get(timeout=1.0)
+            except queue.Empty:
+                continue
+            batches = [(first, self)]
+            while True:
+                try:
+                    batches.append((self._outbox.get_nowait(), self))
+                except queue.Empty:
+                    break
+            try:
+                self.client._send_queued(batches)
+            except Exception:  # the sender never dies; the calls time out
+                log.exception("sending %d call(s) failed", len(batches))
 
     def track(self, req: Request, fut: Future[Any], returns: Any) -> None:
         with self._lock:
