@@ -31,9 +31,10 @@ def divide(a: float, b: float) -> float:
 
 @procedure("math.fib", timeout=5.0, idempotent=True)
 def fib(n: int) -> int:
-    """The n-th Fibonacci number (fib(0) = 0, fib(1) = 1), for 0 <= n <= 10000."""
-    if n < 0 or n > 10_000:
-        raise ValueError("n must be between 0 and 10000")
+    """The n-th Fibonacci number (fib(0) = 0, fib(1) = 1), for 0 <= n <= 92
+    (the results that fit a signed 64-bit integer, the JSON codec's limit)."""
+    if n < 0 or n > 92:
+        raise ValueError("n must be between 0 and 92")
     a, b = 0, 1
     for _ in range(n):
         a, b = b, a + b

@@ -17,13 +17,14 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
 from typing import Any
 
 from . import context, keys
 from .combiner import Combiner
 from .errors import (
+    InvalidParams,
     ProcedureNotFound,
     ProtocolError,
     RpcError,
@@ -116,7 +117,7 @@ class Client:
         args_, kwargs_ = spec.signature.bind(args, kwargs, name)
         deadline = self._deadline(spec, None)
         req = self._request(spec, args_, kwargs_, deadline, reply_to=None, idempotency_key=None)
-        frame = self.signer.pack(req.to_wire(), self.settings.max_request_bytes)
+        frame = self._pack(req)
         self._enqueue([(spec.service, frame)], deadline, name)
 
     def service(self, name: str) -> ServiceProxy:
@@ -138,8 +139,7 @@ class Client:
             listener = self._listener
             if listener is not None:
                 listener.expire(getattr(fut, "rpc_id", ""))
-            if not fut.done():
-                fut.set_exception(RpcTimeout("no reply before the deadline", call_id=getattr(fut, "rpc_id", None)))
+            _complete(fut, exc=RpcTimeout("no reply before the deadline", call_id=getattr(fut, "rpc_id", None)))
             return fut.result()
 
     def _send_all(self, batch: list[tuple[str, Sequence[Any], dict[str, Any], float | None, str | None]], inline: bool) -> list[Future[Any]]:
@@ -154,13 +154,13 @@ class Client:
                 args_, kwargs_ = spec.signature.bind(args, kwargs, name)
                 deadline = self._deadline(spec, timeout)
                 req = self._request(spec, args_, kwargs_, deadline, listener.reply_key, idem)
-                frame = self.signer.pack(req.to_wire(), self.settings.max_request_bytes)
+                frame = self._pack(req)
                 fut.rpc_id = req.id  # type: ignore[attr-defined]
                 fut.rpc_deadline = deadline  # type: ignore[attr-defined]
                 outgoing.append((spec.service, frame, req, fut))
             except RpcError as exc:
                 exc.procedure = exc.procedure or name
-                fut.set_exception(exc)
+                _complete(fut, exc=exc)
         if outgoing:
             for _service, _frame, req, fut in outgoing:
                 listener.track(req, fut, self._returns(req.procedure))
@@ -197,6 +197,8 @@ class Client:
         outgoing = [item for items, _ in batches for item in items]
         try:
             self._enqueue([(s, f) for s, f, _, _ in outgoing], max(req.deadline for _, _, req, _ in outgoing), outgoing[0][2].procedure)
+            for _, _, _, fut in outgoing:
+                fut.rpc_sent = True  # type: ignore[attr-defined]
         except RpcError as exc:
             for items, listener in batches:
                 self._fail(items, listener, exc)
@@ -206,6 +208,12 @@ class Client:
         for _, _, req, _ in outgoing:
             listener.fail(req.id, type(exc)(exc.message, procedure=req.procedure, call_id=None))
 
+    def _pack(self, req: Request) -> bytes:
+        try:
+            return self.signer.pack(req.to_wire(), self.settings.max_request_bytes)
+        except (TypeError, ValueError) as exc:  # orjson: unsupported type, int over 64 bits
+            raise InvalidParams(f"arguments cannot be encoded: {exc}", procedure=req.procedure) from None
+
     def _enqueue(self, items: list[tuple[str, bytes]], deadline_ms: int, name: str) -> None:
         """XADD, retrying with capped backoff while Redis is unreachable."""
         delay = 0.05
@@ -214,9 +222,10 @@ class Client:
                 self.transport.enqueue(items, self.settings.max_queue_length)
                 return
             except TransportError as exc:
-                if now_ms() + delay * 1000 >= deadline_ms:
+                left = (deadline_ms - now_ms()) / 1000
+                if left <= 0:
                     raise ServiceUnavailable(f"redis unreachable: {exc.message}", procedure=name) from exc
-                time.sleep(delay)
+                time.sleep(min(delay, left))
                 delay = min(delay * 2, 1.0)
 
     def _check_providers(self, service: str, deadline_ms: int) -> None:
@@ -231,9 +240,10 @@ class Client:
                 live = self.transport.count_live(service, since)
                 break
             except TransportError as exc:
-                if now_ms() + delay * 1000 >= deadline_ms:
+                left = (deadline_ms - now_ms()) / 1000
+                if left <= 0:
                     raise ServiceUnavailable(f"redis unreachable: {exc.message}") from exc
-                time.sleep(delay)
+                time.sleep(min(delay, left))
                 delay = min(delay * 2, 1.0)
         self._live_cache[service] = (now + self.settings.provider_cache_ttl, live)
         if live == 0:
@@ -253,12 +263,21 @@ class Client:
                 raw = None
             except TransportError:
                 raise ServiceUnavailable("redis unreachable", procedure=name) from None
-            spec = Spec.from_json(raw) if raw else None
+            spec = self._verified_spec(name, raw)
             cached = (now + (self.settings.spec_cache_ttl if spec else 1.0), spec)
             self._spec_cache[name] = cached
         if cached[1] is None:
             raise ProcedureNotFound(f"no procedure {name!r}", procedure=name)
         return cached[1]
+
+    def _verified_spec(self, name: str, raw: bytes | None) -> Spec | None:
+        if not raw:
+            return None
+        try:
+            return Spec.from_wire(self.signer.unpack(raw))
+        except (ProtocolError, KeyError, TypeError, ValueError):
+            log.warning("ignoring an unsigned or malformed spec for %s", name)
+            return None
 
     def _returns(self, name: str) -> Any:
         try:
@@ -304,6 +323,17 @@ class Client:
 
 
 _CALLER = f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _complete(fut: Future[Any], result: Any = None, exc: BaseException | None = None) -> None:
+    """Complete a Future unless something else already did (no race raises)."""
+    try:
+        if exc is not None:
+            fut.set_exception(exc)
+        else:
+            fut.set_result(result)
+    except InvalidStateError:
+        pass
 
 
 class ServiceProxy:
@@ -379,14 +409,19 @@ class _ReplyListener(threading.Thread):
     def fail(self, call_id: str, exc: RpcError) -> None:
         with self._lock:
             entry = self._pending.pop(call_id, None)
-        if entry is not None and not entry[0].done():
-            entry[0].set_exception(exc)
+        if entry is not None:
+            _complete(entry[0], exc=exc)
 
     def expire(self, call_id: str) -> None:
         with self._lock:
             entry = self._pending.pop(call_id, None)
-        if entry is not None and not entry[0].done():
-            entry[0].set_exception(RpcTimeout("no reply before the deadline", procedure=entry[2], call_id=call_id))
+        if entry is None:
+            return
+        fut, _, procedure = entry
+        if getattr(fut, "rpc_sent", False):
+            _complete(fut, exc=RpcTimeout("no reply before the deadline", procedure=procedure, call_id=call_id))
+        else:  # Redis stayed unreachable until the deadline: the call never left
+            _complete(fut, exc=ServiceUnavailable("redis unreachable until the deadline", procedure=procedure))
 
     def stop(self) -> None:
         self._stop_event.set()
@@ -407,7 +442,10 @@ class _ReplyListener(threading.Thread):
                 delay = min(delay * 2, 1.0)
                 continue
             for frame in frames:
-                self._deliver(frame)
+                try:
+                    self._deliver(frame)
+                except Exception:  # a malformed (but signed) reply, or a Future completed meanwhile
+                    log.exception("could not deliver a reply")
 
     def _deliver(self, frame: bytes) -> None:
         try:
@@ -426,15 +464,18 @@ class _ReplyListener(threading.Thread):
         fut, returns, procedure = entry
         if fut.done():
             return
-        if data.get("ok"):
+        error = data.get("error")
+        if data.get("ok") is not True and not isinstance(error, dict):
+            error = {"code": "remote_error", "message": "malformed reply"}
+        if data.get("ok") is True:
             result = data.get("result")
             try:
                 result = coerce(result, returns)
             except _Mismatch:
                 pass
-            fut.set_result(result)
+            _complete(fut, result=result)
         else:
-            fut.set_exception(error_from_wire(data.get("error") or {}, procedure=procedure, call_id=call_id))
+            _complete(fut, exc=error_from_wire(error, procedure=procedure, call_id=call_id))
 
     def _expire_loop(self) -> None:
         while not self._stop_event.is_set():

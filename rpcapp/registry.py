@@ -11,8 +11,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
 from . import keys
 from .errors import ProcedureNotFound
 from .signature import Signature
@@ -37,24 +35,21 @@ class Spec:
     def service(self) -> str:
         return keys.service_of(self.name)
 
-    def to_json(self) -> bytes:
-        return orjson.dumps(
-            {
-                "name": self.name,
-                "signature": self.signature.to_wire(),
-                "signature_text": self.signature.text(),
-                "timeout": self.timeout,
-                "idempotent": self.idempotent,
-                "stream": self.stream,
-                "lock": self.lock,
-                "rate_limit": self.rate_limit,
-                "doc": self.doc,
-            }
-        )
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "signature": self.signature.to_wire(),
+            "signature_text": self.signature.text(),
+            "timeout": self.timeout,
+            "idempotent": self.idempotent,
+            "stream": self.stream,
+            "lock": self.lock,
+            "rate_limit": self.rate_limit,
+            "doc": self.doc,
+        }
 
     @classmethod
-    def from_json(cls, raw: bytes) -> Spec:
-        d = orjson.loads(raw)
+    def from_wire(cls, d: dict[str, Any]) -> Spec:
         return cls(
             name=d["name"],
             signature=Signature.from_wire(d["signature"]),

@@ -61,6 +61,8 @@ def render(desc: Desc) -> str:
         return "None" if desc == "null" else desc
     if desc[0] == "union":
         return " | ".join(render(d) for d in desc[1:])
+    if desc[0] == "dict":
+        return f"dict[str, {render(desc[1])}]"
     return f"{desc[0]}[{render(desc[1])}]"
 
 

@@ -6,6 +6,7 @@ import datetime as dt
 import decimal
 import uuid
 
+import orjson
 import pytest
 
 from rpcapp import procedure
@@ -84,7 +85,7 @@ def test_spec_survives_the_wire_and_checks_the_same():
         """Doc."""
         return a
 
-    spec = Spec.from_json(reg.get("svc.f").spec.to_json())
+    spec = Spec.from_wire(orjson.loads(orjson.dumps(reg.get("svc.f").spec.to_wire())))
     assert (spec.timeout, spec.idempotent, spec.doc, spec.service) == (3, True, "Doc.", "svc")
     assert spec.signature.bind([1], {"b": ["x"]}) == ([1], {"b": ["x"]})
     with pytest.raises(InvalidParams):

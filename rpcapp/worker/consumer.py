@@ -1,8 +1,8 @@
 """Layer 2: the worker: readers, slots, heartbeat and drain.
 
-One reader thread per service takes up to its free slots of requests in one
-XREADGROUP, hands them to a pool of ``concurrency`` threads, and never holds
-more requests than it has free slots. Blocking reads are bounded (1 s) so a
+One reader thread takes up to its free slots of requests in one XREADGROUP
+(over the streams of every service it serves), hands them to ``concurrency``
+call threads, and never holds more requests than it has free slots. Blocking reads are bounded (1 s) so a
 dead Redis never hangs the process; Redis errors are retried with backoff
 capped at 1 s.
 """
@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import socket
 import threading
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -83,13 +83,18 @@ class Worker:
         self._idle = threading.Condition()
         self._stopping = threading.Event()
         self._stopped = threading.Event()
-        self._pool = ThreadPoolExecutor(max_workers=s.concurrency, thread_name_prefix="rpcapp-call")
+        self._tasks: queue.SimpleQueue[tuple[str, str, dict[bytes, bytes]] | None] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
+        self._callers: list[threading.Thread] = []
 
     # -- lifecycle ----------------------------------------------------------
     def start(self) -> None:
         """Register, recover what was left pending, start the reader and heartbeat."""
         self._setup_redis(first=True)
+        for i in range(self.settings.concurrency):
+            t = threading.Thread(target=self._call_loop, name=f"rpcapp-call-{i}", daemon=True)
+            t.start()
+            self._callers.append(t)
         for target, name in ((self._read_loop, "rpcapp-read"), (self._heartbeat_loop, "rpcapp-heartbeat")):
             t = threading.Thread(target=target, name=name, daemon=True)
             t.start()
@@ -113,10 +118,13 @@ class Worker:
             self._beat()
         except TransportError:
             pass
-        drained = self.wait_idle(grace)
         for t in self._threads:
-            t.join(timeout=2.0)
-        self._pool.shutdown(wait=drained)
+            t.join(timeout=2.0)  # the reader gives back what it read while stopping
+        drained = self.wait_idle(grace)
+        for _ in self._callers:
+            self._tasks.put(None)
+        if not drained:
+            log.error("%d call(s) still running after the %.1fs grace; leaving them to recovery", self._in_flight, grace)
         try:
             self.transport.deregister(self.services, self.name)
         except TransportError as exc:
@@ -150,18 +158,17 @@ class Worker:
     # -- reading ----------------------------------------------------------------
     def _read_loop(self) -> None:
         delay = 0.05
-        rotation = 0
         while not self._stopping.is_set():
             if not self._slots.acquire(timeout=0.2):
                 continue
             free = 1
             while free < self.settings.concurrency and self._slots.acquire(blocking=False):
                 free += 1
-            services, count, block = self._plan(free, rotation)
-            rotation += 1
+            count = max(1, free // len(self.services))
             try:
-                entries = self.transport.read(services, self.name, count, block)
+                entries = self.transport.read(self.services, self.name, count, self.settings.block_ms)
                 delay = 0.05
+                entries = self._keep(entries, free)
             except MissingGroup:
                 self._release(free)
                 self._recreate()
@@ -176,17 +183,24 @@ class Worker:
             for service, entry_id, fields in entries:
                 with self._idle:
                     self._in_flight += 1
-                self._pool.submit(self._run_one, service, entry_id, fields)
+                self._tasks.put((service, entry_id, fields))
 
-    def _plan(self, free: int, rotation: int) -> tuple[list[str], int, int]:
-        """Which streams to read, how many from each, how long to block: never
-        more entries in total than ``free`` slots."""
-        n = len(self.services)
-        if free >= n:
-            return self.services, free // n, self.settings.block_ms
-        start = rotation % n
-        chosen = (self.services[start:] + self.services[:start])[:free]
-        return chosen, 1, min(self.settings.block_ms, 100)
+    def _keep(self, entries: list[tuple[str, str, dict[bytes, bytes]]], free: int) -> list[tuple[str, str, dict[bytes, bytes]]]:
+        """Give back what this worker must not run: everything once it is
+        draining, and what is over its free slots (a read of several streams
+        can return up to ``count`` from each)."""
+        keep = 0 if self._stopping.is_set() else free
+        for service, entry_id, fields in entries[keep:]:
+            deliveries = int(fields.get(b"n", b"1"))
+            self.transport.requeue(service, entry_id, fields.get(b"m", b""), deliveries, self.settings.max_queue_length)
+        return entries[:keep]
+
+    def _call_loop(self) -> None:
+        while True:
+            item = self._tasks.get()
+            if item is None:
+                return
+            self._run_one(*item)
 
     def _run_one(self, service: str, entry_id: str, fields: dict[bytes, bytes]) -> None:
         try:
@@ -217,7 +231,7 @@ class Worker:
     def _setup_redis(self, first: bool) -> None:
         for service in self.services:
             self.transport.ensure_group(service)
-            specs = {p.name: p.spec.to_json() for p in self.registry.for_service(service)}
+            specs = {p.name: self.executor.signer.pack(p.spec.to_wire()) for p in self.registry.for_service(service)}
             self.transport.publish_specs(service, specs)
         self._beat()
         if first:
@@ -247,6 +261,7 @@ class Worker:
         while not self._stopping.wait(interval):
             try:
                 self._beat()
+                self.executor.retry_unfinished()
                 for service in self.services:
                     self._sweep(service)
             except MissingGroup as exc:

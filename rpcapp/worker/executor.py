@@ -7,6 +7,7 @@ error reply, a dead letter, or a counted rejection.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import traceback
 from dataclasses import dataclass
@@ -48,22 +49,33 @@ class Executor:
         self.provider = provider
         self.hooks = hooks or []
         self.calls_served = 0
+        self._unfinished: list[tuple[str, str, str | None, bytes | None]] = []
+        self._unfinished_lock = threading.Lock()
         self._finisher: Combiner[tuple[str, str, str | None, bytes | None]] = Combiner(self._finish_many)
 
     def _finish_many(self, items: list[tuple[str, str, str | None, bytes | None]]) -> None:
         try:
             self.transport.finish_many(items, self.limits.reply_ttl)
         except TransportError as exc:
-            # The entries stay pending; recovery answers or redelivers them.
+            # Kept, and sent again by retry_unfinished() from the heartbeat.
             log.warning("redis failed while finishing %d call(s): %s", len(items), exc)
+            with self._unfinished_lock:
+                self._unfinished.extend(items)
+
+    def retry_unfinished(self) -> None:
+        """Send again the replies that Redis refused (it was away)."""
+        with self._unfinished_lock:
+            items, self._unfinished = self._unfinished, []
+        if items:
+            self._finish_many(items)
 
     def handle(self, service: str, entry_id: str, fields: dict[bytes, bytes]) -> None:
         """Process one stream entry; never raises."""
         try:
             self._handle(service, entry_id, fields)
         except TransportError as exc:
-            # The entry stays pending; recovery answers or redelivers it.
-            log.warning("redis failed while finishing %s: %s", entry_id, exc)
+            # The entry stays pending: redelivered or answered once this worker is seen dead.
+            log.warning("redis failed while handling %s: %s", entry_id, exc)
         except Exception:
             log.exception("unexpected failure handling %s", entry_id)
 

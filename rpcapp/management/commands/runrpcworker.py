@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import signal
@@ -26,6 +27,7 @@ class Command(BaseCommand):
         parser.add_argument("--pool", choices=("threads", "processes"), default="threads")
         parser.add_argument("--max-calls-per-child", type=int, default=None, help="recycle a process after N calls")
         parser.add_argument("--name", default=None, help="provider id (default host:pid:random)")
+        parser.add_argument("--max-calls", type=int, default=None, help=argparse.SUPPRESS)  # a pool child's limit
         parser.add_argument("--log-level", default="INFO")
 
     def handle(self, *args: Any, **opts: Any) -> None:
@@ -39,7 +41,9 @@ class Command(BaseCommand):
         connections.close_all()
         if opts["pool"] == "processes":
             sys.exit(self._run_processes(services, opts))
-        worker = runtime.build_worker(services, name=opts["name"], concurrency=opts["concurrency"], max_calls=opts["max_calls_per_child"])
+        if opts["max_calls_per_child"]:
+            self.stderr.write("--max-calls-per-child applies to --pool processes; ignored")
+        worker = runtime.build_worker(services, name=opts["name"], concurrency=opts["concurrency"], max_calls=opts["max_calls"])
         self._on_signals(worker.request_stop)
         worker.run()
         self.stdout.write(f"worker {worker.name} stopped")
@@ -53,7 +57,7 @@ class Command(BaseCommand):
             for s in parent.services:
                 argv += ["--service", s]
             if opts["max_calls_per_child"]:
-                argv += ["--max-calls-per-child", str(opts["max_calls_per_child"])]
+                argv += ["--max-calls", str(opts["max_calls_per_child"])]
             return argv
 
         def on_crash(name: str) -> None:
