@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from django.core.checks import Error, Tags, Warning, register
@@ -18,17 +19,19 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
     c = conf.get()
     if c.CODEC not in CODECS:
         problems.append(Error(f"RPCAPP['CODEC'] must be one of {sorted(CODECS)}", id="rpcapp.E001"))
-    for name in ("DEFAULT_TIMEOUT", "HEARTBEAT_INTERVAL", "PROVIDER_TTL", "DRAIN_GRACE"):
+    durations_ok = True
+    for name in ("DEFAULT_TIMEOUT", "HEARTBEAT_INTERVAL", "PROVIDER_TTL", "DRAIN_GRACE", "CATALOG_REFRESH"):
         value = getattr(c, name)
-        if not isinstance(value, (int, float)) or value <= 0:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            durations_ok = False
             problems.append(Error(f"RPCAPP[{name!r}] must be a positive number of seconds", id="rpcapp.E002"))
-    if c.PROVIDER_TTL <= c.HEARTBEAT_INTERVAL:
+    if durations_ok and c.PROVIDER_TTL <= c.HEARTBEAT_INTERVAL:
         problems.append(Error("RPCAPP['PROVIDER_TTL'] must be longer than HEARTBEAT_INTERVAL", id="rpcapp.E003"))
-    for name in ("MAX_REQUEST_BYTES", "MAX_REPLY_BYTES", "MAX_DELIVERIES", "MAX_QUEUE_LENGTH"):
+    for name in ("MAX_REQUEST_BYTES", "MAX_REPLY_BYTES", "MAX_DELIVERIES", "MAX_QUEUE_LENGTH", "REPLY_TTL", "IDEMPOTENCY_TTL", "DEAD_LETTER_MAX"):
         value = getattr(c, name)
         if not isinstance(value, int) or value < 1:
             problems.append(Error(f"RPCAPP[{name!r}] must be a positive integer", id="rpcapp.E004"))
-    url = c.REDIS_URL
+    url = os.environ.get("RPCAPP_REDIS_URL") or c.REDIS_URL
     if url and url.split("://", 1)[0] not in ("redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel", "redis+cluster", "rediss+cluster"):
-        problems.append(Error(f"RPCAPP['REDIS_URL'] has an unsupported scheme: {url!r}", id="rpcapp.E005"))
+        problems.append(Error(f"the Redis URL has an unsupported scheme: {url.split('://', 1)[0]!r}", id="rpcapp.E005"))
     return problems
