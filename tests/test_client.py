@@ -257,3 +257,26 @@ def test_keys_back_to_baseline_after_10000_calls(client, rpc_conf):
         wait_for(lambda: snapshot() == baseline, 5, message="keys back to baseline")
     stream = client.transport.redis.xlen(f"{client.transport.ns}:{{calculator}}:requests")
     assert stream == 0
+
+
+def test_acall_from_asyncio(client, worker):
+    import asyncio
+
+    async def main() -> list:
+        return await asyncio.gather(*(client.acall("calculator.add", i, i) for i in range(20)))
+
+    assert asyncio.run(main()) == [2 * i for i in range(20)]
+
+    async def fails() -> None:
+        await client.acall("calculator.divide", 1, 0)
+
+    with pytest.raises(RemoteError):
+        asyncio.run(fails())
+
+
+def test_unencodable_argument_is_invalid_params_on_the_future(client, worker):
+    fut = client.call_async("tests.echo", object())
+    with pytest.raises(InvalidParams, match="cannot be encoded"):
+        fut.result(timeout=2)
+    with pytest.raises(InvalidParams):
+        client.call("tests.echo", 2**70)
