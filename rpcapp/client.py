@@ -432,7 +432,12 @@ class _ReplyListener(threading.Thread):
         delay = 0.05
         while not self._stop_event.is_set():
             try:
-                frames = self.client.transport.pop_replies(self.reply_key, 1.0)
+                first = self.client.transport.wait_reply(self.reply_key, 1.0)
+                if first is None:
+                    continue
+                self._deliver_safely(first)
+                # More calls in flight: take what else has arrived in one trip.
+                frames = self.client.transport.take_replies(self.reply_key) if self._pending else []
                 delay = 0.05
             except Exception as exc:  # a TransportError, or a client closed under us
                 if self._stop_event.is_set():
@@ -442,10 +447,13 @@ class _ReplyListener(threading.Thread):
                 delay = min(delay * 2, 1.0)
                 continue
             for frame in frames:
-                try:
-                    self._deliver(frame)
-                except Exception:  # a malformed (but signed) reply, or a Future completed meanwhile
-                    log.exception("could not deliver a reply")
+                self._deliver_safely(frame)
+
+    def _deliver_safely(self, frame: bytes) -> None:
+        try:
+            self._deliver(frame)
+        except Exception:  # a malformed (but signed) reply: logged, the listener goes on
+            log.exception("could not deliver a reply")
 
     def _deliver(self, frame: bytes) -> None:
         try:
@@ -457,6 +465,10 @@ class _ReplyListener(threading.Thread):
             return
         with self._lock:
             entry = self._pending.pop(call_id, None)
+            if len(self._deadlines) > 2 * len(self._pending) + 256:
+                # Answered calls linger in the heap until their deadline: compact.
+                self._deadlines = [d for d in self._deadlines if d[1] in self._pending]
+                heapq.heapify(self._deadlines)
         if entry is None:
             self.client.late_replies += 1
             log.info("dropped a late reply for call %s", call_id)

@@ -245,16 +245,15 @@ class Transport:
 
     # -- replies --------------------------------------------------------
     @_guard
-    def pop_replies(self, reply_key: str, timeout: float, batch: int = 256) -> list[bytes]:
-        """Block up to ``timeout`` for a reply, then take whatever else is there."""
-        first = self.redis.brpop([reply_key], timeout=timeout)
-        if not first:
-            return []
-        out = [first[1]]
-        more = self.redis.rpop(reply_key, batch)
-        if more:
-            out.extend(more)
-        return out
+    def wait_reply(self, reply_key: str, timeout: float) -> bytes | None:
+        """Block up to ``timeout`` for one reply."""
+        got = self.redis.brpop([reply_key], timeout=timeout)
+        return got[1] if got else None
+
+    @_guard
+    def take_replies(self, reply_key: str, batch: int = 256) -> list[bytes]:
+        """Whatever replies are waiting, without blocking."""
+        return list(self.redis.rpop(reply_key, batch) or [])
 
     # -- idempotency ------------------------------------------------------
     @_guard

@@ -1,17 +1,15 @@
-"""Layer 2: the worker: readers, slots, heartbeat and drain.
+"""Layer 2: the worker: reading, heartbeat, recovery and drain.
 
-One reader thread takes up to its free slots of requests in one XREADGROUP
-(over the streams of every service it serves), hands them to ``concurrency``
-call threads, and never holds more requests than it has free slots. Blocking reads are bounded (1 s) so a
-dead Redis never hangs the process; Redis errors are retried with backoff
-capped at 1 s.
+``concurrency`` call threads take turns reading (see ``slots.py``): up to
+the free slots of requests in one XREADGROUP over the streams of every
+service served. Blocking reads are bounded (1 s) so a dead Redis never hangs
+the process; Redis errors are retried with backoff capped at 1 s.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import queue
 import socket
 import threading
 import time
@@ -27,6 +25,7 @@ from ..registry import Registry
 from ..transport import MissingGroup, Transport
 from .executor import Executor, Limits
 from .recovery import Recovery
+from .slots import CallThreads
 
 log = logging.getLogger("rpcapp.worker")
 
@@ -78,27 +77,19 @@ class Worker:
         self.recovery = Recovery(self.executor, self.name, s.provider_ttl, s.max_deliveries, s.max_queue_length)
         self.started_at = time.time()
         self.state = "live"
-        self._slots = threading.Semaphore(s.concurrency)
-        self._in_flight = 0
-        self._idle = threading.Condition()
         self._stopping = threading.Event()
         self._stopped = threading.Event()
-        self._tasks: queue.SimpleQueue[tuple[str, str, dict[bytes, bytes]] | None] = queue.SimpleQueue()
-        self._threads: list[threading.Thread] = []
-        self._callers: list[threading.Thread] = []
+        self._calls = CallThreads(s.concurrency, self._read, self._run_one, self._stopping)
+        self._read_delay = 0.05
+        self._heartbeat: threading.Thread | None = None
 
     # -- lifecycle ----------------------------------------------------------
     def start(self) -> None:
         """Register, recover what was left pending, start the reader and heartbeat."""
         self._setup_redis(first=True)
-        for i in range(self.settings.concurrency):
-            t = threading.Thread(target=self._call_loop, name=f"rpcapp-call-{i}", daemon=True)
-            t.start()
-            self._callers.append(t)
-        for target, name in ((self._read_loop, "rpcapp-read"), (self._heartbeat_loop, "rpcapp-heartbeat")):
-            t = threading.Thread(target=target, name=name, daemon=True)
-            t.start()
-            self._threads.append(t)
+        self._calls.start()
+        self._heartbeat = threading.Thread(target=self._heartbeat_loop, name="rpcapp-heartbeat", daemon=True)
+        self._heartbeat.start()
         log.info("worker %s serving %s (concurrency %d)", self.name, ", ".join(self.services), self.settings.concurrency)
 
     def run(self) -> None:
@@ -118,13 +109,11 @@ class Worker:
             self._beat()
         except TransportError:
             pass
-        for t in self._threads:
-            t.join(timeout=2.0)  # the reader gives back what it read while stopping
-        drained = self.wait_idle(grace)
-        for _ in self._callers:
-            self._tasks.put(None)
+        drained = self.wait_idle(grace)  # a read under way gives back what it got
+        if self._heartbeat is not None:
+            self._heartbeat.join(timeout=2.0)
         if not drained:
-            log.error("%d call(s) still running after the %.1fs grace; leaving them to recovery", self._in_flight, grace)
+            log.error("%d call(s) still running after the %.1fs grace; leaving them to recovery", self.in_flight, grace)
         try:
             self.transport.deregister(self.services, self.name)
         except TransportError as exc:
@@ -138,52 +127,33 @@ class Worker:
         threading.Thread(target=self.stop, name="rpcapp-drain", daemon=True).start()
 
     def wait_idle(self, timeout: float) -> bool:
-        end = time.monotonic() + timeout
-        with self._idle:
-            while self._in_flight:
-                left = end - time.monotonic()
-                if left <= 0:
-                    return False
-                self._idle.wait(left)
-        return True
+        return self._calls.wait_idle(timeout)
 
     @property
     def in_flight(self) -> int:
-        return self._in_flight
+        return self._calls.busy
 
     @property
     def stopped(self) -> bool:
         return self._stopped.is_set()
 
     # -- reading ----------------------------------------------------------------
-    def _read_loop(self) -> None:
-        delay = 0.05
-        while not self._stopping.is_set():
-            if not self._slots.acquire(timeout=0.2):
-                continue
-            free = 1
-            while free < self.settings.concurrency and self._slots.acquire(blocking=False):
-                free += 1
-            count = max(1, free // len(self.services))
-            try:
-                entries = self.transport.read(self.services, self.name, count, self.settings.block_ms)
-                delay = 0.05
-                entries = self._keep(entries, free)
-            except MissingGroup:
-                self._release(free)
-                self._recreate()
-                continue
-            except Exception as exc:  # TransportError, or anything else: the reader never dies
-                self._release(free)
-                log.warning("reading requests failed (%s); retrying in %.2fs", exc, delay)
-                time.sleep(delay)
-                delay = min(delay * 2, 1.0)
-                continue
-            self._release(free - len(entries))
-            for service, entry_id, fields in entries:
-                with self._idle:
-                    self._in_flight += 1
-                self._tasks.put((service, entry_id, fields))
+    def _read(self, free: int) -> list[tuple[str, str, dict[bytes, bytes]]]:
+        """Take up to ``free`` requests (called by the call thread whose turn it is)."""
+        if self._stopping.is_set():
+            return []
+        count = max(1, free // len(self.services))
+        try:
+            entries = self.transport.read(self.services, self.name, count, self.settings.block_ms)
+            self._read_delay = 0.05
+            return self._keep(entries, free)
+        except MissingGroup:
+            self._recreate()
+        except Exception as exc:  # TransportError, or anything else: a worker never dies from it
+            log.warning("reading requests failed (%s); retrying in %.2fs", exc, self._read_delay)
+            time.sleep(self._read_delay)
+            self._read_delay = min(self._read_delay * 2, 1.0)
+        return []
 
     def _keep(self, entries: list[tuple[str, str, dict[bytes, bytes]]], free: int) -> list[tuple[str, str, dict[bytes, bytes]]]:
         """Give back what this worker must not run: everything once it is
@@ -195,29 +165,12 @@ class Worker:
             self.transport.requeue(service, entry_id, fields.get(b"m", b""), deliveries, self.settings.max_queue_length)
         return entries[:keep]
 
-    def _call_loop(self) -> None:
-        while True:
-            item = self._tasks.get()
-            if item is None:
-                return
-            self._run_one(*item)
-
-    def _run_one(self, service: str, entry_id: str, fields: dict[bytes, bytes]) -> None:
-        try:
-            self.executor.handle(service, entry_id, fields)
-        finally:
-            with self._idle:
-                self._in_flight -= 1
-                self._idle.notify_all()
-            self._slots.release()
-            limit = self.settings.max_calls
-            if limit and self.executor.calls_served >= limit and not self._stopping.is_set():
-                log.info("served %d calls; recycling", limit)
-                self.request_stop()
-
-    def _release(self, n: int) -> None:
-        for _ in range(n):
-            self._slots.release()
+    def _run_one(self, entry: tuple[str, str, dict[bytes, bytes]]) -> None:
+        self.executor.handle(*entry)
+        limit = self.settings.max_calls
+        if limit and self.executor.calls_served >= limit and not self._stopping.is_set():
+            log.info("served %d calls; recycling", limit)
+            self.request_stop()
 
     def _recreate(self) -> None:
         log.warning("consumer groups of %s are missing (redis restarted empty?); recreating", ", ".join(self.services))
@@ -250,7 +203,7 @@ class Worker:
                 "started_at": self.started_at,
                 "heartbeat": time.time(),
                 "state": self.state,
-                "in_flight": self._in_flight,
+                "in_flight": self.in_flight,
                 "calls_served": self.executor.calls_served,
             }
         )

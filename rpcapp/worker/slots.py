@@ -1,0 +1,100 @@
+"""Layer 2: the call threads of a worker, which take turns reading.
+
+Leader/follower: an idle thread with nothing queued becomes the reader,
+takes up to the free slots of requests in one read, keeps the first for
+itself and queues the rest for the other idle threads. A lone request is run
+by the thread that read it, with no hand-off between threads; under load the
+reads come in batches. The worker never holds more requests than it has
+free slots: ``busy`` (running plus queued) never exceeds ``size``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+
+Entry = tuple[str, str, dict[bytes, bytes]]
+
+
+class CallThreads:
+    def __init__(self, size: int, read: Callable[[int], list[Entry]], run: Callable[[Entry], None], stopping: threading.Event) -> None:
+        self.size = size
+        self._read = read
+        self._run = run
+        self._stopping = stopping
+        self._cond = threading.Condition()
+        self._queue: deque[Entry] = deque()
+        self._reading = False
+        self._busy = 0
+        self._threads: list[threading.Thread] = []
+
+    @property
+    def busy(self) -> int:
+        """Requests taken and not yet finished (running or queued)."""
+        return self._busy
+
+    def start(self) -> None:
+        for i in range(self.size):
+            t = threading.Thread(target=self._loop, name=f"rpcapp-call-{i}", daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until no read is under way and nothing is taken; False on timeout."""
+        end = time.monotonic() + timeout
+        with self._cond:
+            while self._busy or self._reading:
+                left = end - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(left)
+        return True
+
+    def _next(self) -> tuple[Entry | None, int]:
+        """Under the lock: a queued entry, or the reader role with the free slot count."""
+        with self._cond:
+            while not self._queue and self._reading and not self._stopping.is_set():
+                self._cond.wait(0.5)
+            if self._queue:
+                return self._queue.popleft(), 0
+            if self._stopping.is_set() or self._reading:
+                return None, 0
+            self._reading = True
+            return None, self.size - self._busy
+
+    def _loop(self) -> None:
+        while True:
+            item, free = self._next()
+            if item is None and free <= 0:
+                if self._stopping.is_set():
+                    return
+                continue
+            if item is None:
+                item = self._take(free)
+                if item is None:
+                    continue
+            try:
+                self._run(item)
+            finally:
+                with self._cond:
+                    self._busy -= 1
+                    if not self._busy:
+                        self._cond.notify_all()
+
+    def _take(self, free: int) -> Entry | None:
+        entries: list[Entry] = []
+        try:
+            entries = self._read(free)[:free]
+        finally:
+            with self._cond:
+                self._reading = False
+                self._busy += len(entries)
+                self._queue.extend(entries[1:])
+                self._cond.notify(len(entries) or 1)
+                if not self._busy:
+                    self._cond.notify_all()
+        return entries[0] if entries else None
+
+
