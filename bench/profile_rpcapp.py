@@ -115,7 +115,7 @@ def rpcapp_workers(b: Bench, label: str, instrumented: bool = False) -> Iterator
             b.wait_log(w, "serving", 60, "rpcapp worker")
         runtime.reset()
         client = runtime.get_client()
-        procs.wait_until(lambda: client.transport.count_live("tests", now_ms() - 5000) >= 2, 20, "2 live providers")
+        procs.wait_until(lambda: client.transport.count_live("tests", now_ms() - 5000)[0] >= 2, 20, "2 live providers")
         yield workers, outs
     finally:
         runtime.reset()

@@ -116,7 +116,7 @@ class Rpcapp(System):
             bench.wait_log(w, "serving", 60, "rpcapp worker")
         runtime.reset()
         client = runtime.get_client()
-        procs.wait_until(lambda: client.transport.count_live("tests", now_ms() - 5000) >= 2, 20, "2 live rpcapp providers")
+        procs.wait_until(lambda: client.transport.count_live("tests", now_ms() - 5000)[0] >= 2, 20, "2 live rpcapp providers")
         self.cpu = Cpu([w.pid for w in self.workers], bench.redis_pid)
         self.counters = {"late_replies": 0, "rejected_replies": 0}
         self.park()

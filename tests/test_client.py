@@ -108,9 +108,20 @@ def test_future_completed_by_its_deadline_without_a_waiter(client, worker):
     assert isinstance(fut.exception(), RpcTimeout)
 
 
-def test_no_provider_is_unavailable_at_once(client):
+def test_no_provider_is_unavailable_quickly(client):
+    # None ever registered: the call waits briefly for one to register, then fails.
     start = time.monotonic()
     with pytest.raises(ServiceUnavailable):
+        client.call("calculator.add", 1, 2, timeout=5)
+    assert time.monotonic() - start < 2.0
+
+
+def test_dead_providers_only_is_unavailable_at_once(client):
+    from rpcapp.protocol import now_ms
+
+    client.transport.heartbeat(["calculator"], "long-gone", None, now_ms() - 60_000)
+    start = time.monotonic()
+    with pytest.raises(ServiceUnavailable, match="no live provider"):
         client.call("calculator.add", 1, 2, timeout=5)
     assert time.monotonic() - start < 0.5
 

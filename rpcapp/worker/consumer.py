@@ -170,6 +170,7 @@ class Worker:
         limit = self.settings.max_calls
         if limit and self.executor.calls_served >= limit and not self._stopping.is_set():
             log.info("served %d calls; recycling", limit)
+            self._stopping.set()  # before this slot frees: no call over the limit is taken
             self.request_stop()
 
     def _recreate(self) -> None:

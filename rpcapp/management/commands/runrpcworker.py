@@ -7,12 +7,14 @@ import logging
 import os
 import signal
 import sys
+import threading
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connections
 
 from rpcapp import runtime
+from rpcapp.errors import RpcError
 from rpcapp.registry import default_registry
 from rpcapp.worker.consumer import provider_id
 from rpcapp.worker.supervisor import Supervisor
@@ -49,7 +51,7 @@ class Command(BaseCommand):
         self.stdout.write(f"worker {worker.name} stopped")
 
     def _run_processes(self, services: list[str] | None, opts: dict[str, Any]) -> int:
-        parent = runtime.build_worker(services, name=opts["name"] or provider_id(), concurrency=1)
+        parent = runtime.build_worker(services, name=opts["name"] or provider_id(), concurrency=opts["concurrency"])
 
         def child_argv(name: str) -> list[str]:
             argv = [sys.executable, "-m", "django", "runrpcworker", "--pool", "threads", "--concurrency", "1", "--name", name]
@@ -69,7 +71,23 @@ class Command(BaseCommand):
         os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (sys.path[0] or os.getcwd(), path) if p)
         sup = Supervisor(opts["concurrency"], child_argv, on_crash, parent.name, parent.settings.drain_grace)
         self._on_signals(sup.request_stop)
-        return sup.run()
+        # The pool itself is a provider: callers keep sending while a child is replaced.
+        beating = threading.Event()
+
+        def heartbeat() -> None:
+            while not beating.wait(parent.settings.heartbeat_interval):
+                try:
+                    parent._beat()
+                except RpcError as exc:
+                    logging.getLogger("rpcapp.supervisor").warning("heartbeat failed: %s", exc)
+
+        parent._beat()
+        threading.Thread(target=heartbeat, name="rpcapp-pool-heartbeat", daemon=True).start()
+        try:
+            return sup.run()
+        finally:
+            beating.set()
+            parent.transport.deregister(parent.services, parent.name)
 
     @staticmethod
     def _on_signals(callback: Any) -> None:
