@@ -72,7 +72,7 @@ def _guard(fn: Callable[..., T]) -> Callable[..., T]:
         try:
             return fn(*args, **kwargs)
         except redis.exceptions.ResponseError as exc:
-            if "NOGROUP" in str(exc):
+            if "NOGROUP" in str(exc) or "no such key" in str(exc):
                 raise MissingGroup(str(exc)) from exc
             raise TransportError(f"redis error: {exc}") from exc
         except redis.exceptions.RedisError as exc:

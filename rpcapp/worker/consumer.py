@@ -218,8 +218,8 @@ class Worker:
                 self.executor.retry_unfinished()
                 for service in self.services:
                     self._sweep(service)
-            except MissingGroup as exc:
-                log.warning("heartbeat: %s", exc.message)
+            except MissingGroup:
+                self._recreate()
             except Exception as exc:  # the heartbeat thread never dies
                 log.warning("heartbeat failed: %s", exc)
 
