@@ -82,7 +82,10 @@ class Client:
     # -- public API --------------------------------------------------------
     def call(self, name: str, /, *args: Any, timeout: float | None = None, idempotency_key: str | None = None, **kwargs: Any) -> Any:
         """Call ``name`` and wait for its result (up to the deadline)."""
-        fut = self._send_all([(name, args, kwargs, timeout, idempotency_key)], inline=True)[0]
+        fut = self._send_all([(name, args, kwargs, timeout, idempotency_key)], inline=True, self_read=True)[0]
+        listener = self._listener
+        if listener is not None and not fut.done():
+            listener.read_for(fut)
         return self._wait(fut)
 
     def call_async(self, name: str, /, *args: Any, timeout: float | None = None, idempotency_key: str | None = None, **kwargs: Any) -> Future[Any]:
@@ -145,7 +148,7 @@ class Client:
             _complete(fut, exc=RpcTimeout("no reply before the deadline", call_id=getattr(fut, "rpc_id", None)))
             return fut.result()
 
-    def _send_all(self, batch: list[tuple[str, Sequence[Any], dict[str, Any], float | None, str | None]], inline: bool) -> list[Future[Any]]:
+    def _send_all(self, batch: list[tuple[str, Sequence[Any], dict[str, Any], float | None, str | None]], inline: bool, self_read: bool = False) -> list[Future[Any]]:
         listener = self._ensure_listener()
         futures: list[Future[Any]] = []
         outgoing: list[tuple[str, bytes, Request, Future[Any]]] = []
@@ -166,7 +169,7 @@ class Client:
                 _complete(fut, exc=exc)
         if outgoing:
             for _service, _frame, req, fut in outgoing:
-                listener.track(req, fut, self._returns(req.procedure))
+                listener.track(req, fut, self._returns(req.procedure), self_read)
             self._send(outgoing, listener, inline)
         return futures
 
@@ -368,6 +371,10 @@ class ServiceProxy:
 class _ReplyListener(threading.Thread):
     """Blocks on the client's reply list and completes the matching Futures.
 
+    One reader at a time (the ``_reading`` lock): a synchronous caller reads
+    its own reply when no one else is reading, else this thread reads for
+    every call whose caller is not reading itself.
+
     A second, in-process timer thread completes Futures whose deadline passed
     with ``RpcTimeout`` (no Redis traffic)."""
 
@@ -379,6 +386,10 @@ class _ReplyListener(threading.Thread):
         self._deadlines: list[tuple[int, str]] = []
         self._lock = threading.Lock()
         self._timer_wake = threading.Condition(self._lock)
+        self._needed = threading.Condition(self._lock)  # wakes the listener thread when it must read
+        self._self_readers: set[str] = set()  # calls whose caller reads its reply itself
+        self._expired: dict[str, float] = {}  # timed-out calls whose late reply may come, until when
+        self._reading = threading.Lock()  # held by whoever is blocked on the reply list
         self._stop_event = threading.Event()
         self._timer = threading.Thread(target=self._expire_loop, name="rpcapp-deadlines", daemon=True)
         self._outbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -409,12 +420,51 @@ class _ReplyListener(threading.Thread):
             except Exception:  # the sender never dies; the calls time out
                 log.exception("sending %d call(s) failed", len(batches))
 
-    def track(self, req: Request, fut: Future[Any], returns: Any) -> None:
+    def track(self, req: Request, fut: Future[Any], returns: Any, self_read: bool = False) -> None:
+        """Expect a reply for ``req``; ``self_read``: its caller will try to read it itself."""
         with self._lock:
             self._pending[req.id] = (fut, returns, req.procedure)
             heapq.heappush(self._deadlines, (req.deadline, req.id))
             if self._deadlines[0][1] == req.id:
                 self._timer_wake.notify()
+            if self_read:
+                self._self_readers.add(req.id)
+            else:
+                self._needed.notify()
+
+    def read_for(self, fut: Future[Any]) -> None:
+        """Read the reply list in the caller's own thread until ``fut`` is done
+        (no hand-off between threads), if no one else is reading it; replies
+        for other calls met on the way are delivered too."""
+        call_id = getattr(fut, "rpc_id", "")
+        try:
+            if not self._reading.acquire(blocking=False):
+                return  # someone is reading: they deliver ours
+            try:
+                self._read_until(fut, getattr(fut, "rpc_deadline", 0))
+            finally:
+                self._reading.release()
+        finally:
+            with self._lock:
+                self._self_readers.discard(call_id)
+                self._needed.notify()
+
+    def _read_until(self, fut: Future[Any], deadline_ms: int) -> None:
+        transport = self.client.transport
+        while not fut.done():
+            left = (deadline_ms - now_ms()) / 1000
+            if left <= 0:
+                return
+            try:
+                first = transport.wait_reply(self.reply_key, min(left, 1.0))
+                if first is None:
+                    continue
+                self._deliver_safely(first)
+                frames = transport.take_replies(self.reply_key) if self._pending else []
+            except Exception:  # leave the reading (and any retrying) to the listener thread
+                return
+            for frame in frames:
+                self._deliver_safely(frame)
 
     def fail(self, call_id: str, exc: RpcError) -> None:
         with self._lock:
@@ -428,6 +478,10 @@ class _ReplyListener(threading.Thread):
         if entry is None:
             return
         fut, _, procedure = entry
+        with self._lock:
+            if len(self._expired) < 100_000:
+                self._expired[call_id] = time.monotonic() + self.client.settings.reply_ttl
+            self._needed.notify()
         if getattr(fut, "rpc_sent", False):
             _complete(fut, exc=RpcTimeout("no reply before the deadline", procedure=procedure, call_id=call_id))
         else:  # Redis stayed unreachable until the deadline: the call never left
@@ -437,11 +491,28 @@ class _ReplyListener(threading.Thread):
         self._stop_event.set()
         with self._lock:
             self._timer_wake.notify()
+            self._needed.notify()
+
+    def _wanted(self) -> bool:
+        """Under the lock: a call is waiting whose caller is not reading for
+        itself, or a call that timed out may still get its (late) reply."""
+        if self._expired:
+            now = time.monotonic()
+            self._expired = {k: t for k, t in self._expired.items() if t > now}
+        return len(self._pending) > len(self._self_readers) or bool(self._expired)
 
     def run(self) -> None:
         delay = 0.05
         while not self._stop_event.is_set():
+            with self._lock:
+                if not self._wanted():
+                    self._needed.wait(1.0)
+                    continue
+            if not self._reading.acquire(timeout=1.0):
+                continue
             try:
+                if not self._wanted():
+                    continue
                 first = self.client.transport.wait_reply(self.reply_key, 1.0)
                 if first is None:
                     continue
@@ -456,6 +527,8 @@ class _ReplyListener(threading.Thread):
                 time.sleep(delay)
                 delay = min(delay * 2, 1.0)
                 continue
+            finally:
+                self._reading.release()
             for frame in frames:
                 self._deliver_safely(frame)
 
@@ -480,6 +553,8 @@ class _ReplyListener(threading.Thread):
                 self._deadlines = [d for d in self._deadlines if d[1] in self._pending]
                 heapq.heapify(self._deadlines)
         if entry is None:
+            with self._lock:
+                self._expired.pop(call_id, None)
             self.client.late_replies += 1
             log.info("dropped a late reply for call %s", call_id)
             return

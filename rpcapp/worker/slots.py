@@ -24,7 +24,9 @@ class CallThreads:
         self._read = read
         self._run = run
         self._stopping = stopping
-        self._cond = threading.Condition()
+        lock = threading.Lock()
+        self._cond = threading.Condition(lock)  # idle call threads wait here for work or the reader role
+        self._drained = threading.Condition(lock)  # wait_idle waits here
         self._queue: deque[Entry] = deque()
         self._reading = False
         self._busy = 0
@@ -44,12 +46,12 @@ class CallThreads:
     def wait_idle(self, timeout: float) -> bool:
         """Wait until no read is under way and nothing is taken; False on timeout."""
         end = time.monotonic() + timeout
-        with self._cond:
+        with self._drained:
             while self._busy or self._reading:
                 left = end - time.monotonic()
                 if left <= 0:
                     return False
-                self._cond.wait(left)
+                self._drained.wait(left)
         return True
 
     def _next(self) -> tuple[Entry | None, int]:
@@ -81,7 +83,7 @@ class CallThreads:
                 with self._cond:
                     self._busy -= 1
                     if not self._busy:
-                        self._cond.notify_all()
+                        self._drained.notify_all()
 
     def _take(self, free: int) -> Entry | None:
         entries: list[Entry] = []
@@ -94,7 +96,7 @@ class CallThreads:
                 self._queue.extend(entries[1:])
                 self._cond.notify(len(entries) or 1)
                 if not self._busy:
-                    self._cond.notify_all()
+                    self._drained.notify_all()
         return entries[0] if entries else None
 
 
