@@ -147,8 +147,11 @@ class Transport:
 
     # -- requests -----------------------------------------------------
     @_guard
-    def enqueue(self, items: Iterable[tuple[str, bytes]], maxlen: int) -> list[str]:
+    def enqueue(self, items: list[tuple[str, bytes]], maxlen: int) -> list[str]:
         """XADD each (service, frame); one round trip for all of them."""
+        if len(items) == 1:  # a lone call skips the pipeline machinery
+            (service, frame), = items
+            return [_text(self.redis.xadd(keys.requests(self.ns, service), {"m": frame}, maxlen=maxlen, approximate=True))]
         pipe = self.redis.pipeline(transaction=False)
         for service, frame in items:
             pipe.xadd(keys.requests(self.ns, service), {"m": frame}, maxlen=maxlen, approximate=True)
