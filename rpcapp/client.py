@@ -84,7 +84,7 @@ class Client:
         """Call ``name`` and wait for its result (up to the deadline)."""
         fut = self._send_all([(name, args, kwargs, timeout, idempotency_key)], inline=True, self_read=True)[0]
         listener = self._listener
-        if listener is not None and not fut.done():
+        if listener is not None:
             listener.read_for(fut)
         return self._wait(fut)
 
@@ -438,7 +438,7 @@ class _ReplyListener(threading.Thread):
         for other calls met on the way are delivered too."""
         call_id = getattr(fut, "rpc_id", "")
         try:
-            if not self._reading.acquire(blocking=False):
+            if fut.done() or not self._reading.acquire(blocking=False):
                 return  # someone is reading: they deliver ours
             try:
                 self._read_until(fut, getattr(fut, "rpc_deadline", 0))
@@ -469,12 +469,14 @@ class _ReplyListener(threading.Thread):
     def fail(self, call_id: str, exc: RpcError) -> None:
         with self._lock:
             entry = self._pending.pop(call_id, None)
+            self._self_readers.discard(call_id)
         if entry is not None:
             _complete(entry[0], exc=exc)
 
     def expire(self, call_id: str) -> None:
         with self._lock:
             entry = self._pending.pop(call_id, None)
+            self._self_readers.discard(call_id)
         if entry is None:
             return
         fut, _, procedure = entry
@@ -548,6 +550,7 @@ class _ReplyListener(threading.Thread):
             return
         with self._lock:
             entry = self._pending.pop(call_id, None)
+            self._self_readers.discard(call_id)
             if len(self._deadlines) > 2 * len(self._pending) + 256:
                 # Answered calls linger in the heap until their deadline: compact.
                 self._deadlines = [d for d in self._deadlines if d[1] in self._pending]

@@ -210,9 +210,12 @@ def test_thread_safe_many_threads(client, worker):
 
     def run(tid: int) -> None:
         try:
-            for i in range(100):
+            for i in range(150):
                 value = f"{tid}-{i}"
-                assert client.call("tests.echo", value) == value
+                if (tid + i) % 3 == 0:  # mix Futures (listener thread) with self-reading callers
+                    assert client.call_async("tests.echo", value).result(timeout=10) == value
+                else:
+                    assert client.call("tests.echo", value, timeout=5) == value
         except Exception as exc:  # collected and asserted below
             errors.append(exc)
 
