@@ -25,6 +25,7 @@ from . import context, keys
 from .combiner import Combiner
 from .errors import (
     InvalidParams,
+    PayloadTooLarge,
     ProcedureNotFound,
     ProtocolError,
     RpcError,
@@ -131,6 +132,7 @@ class Client:
         return ServiceProxy(self, name)
 
     def close(self) -> None:
+        """Stop the listener; calls still waiting fail with ServiceUnavailable."""
         if self._listener is not None:
             self._listener.stop()
             self._listener = None
@@ -177,24 +179,31 @@ class Client:
         if not inline:
             listener.queue_send(outgoing)
             return
-        try:
-            for service in {s for s, _, _, _ in outgoing}:
-                self._check_providers(service, max(req.deadline for _, _, req, _ in outgoing))
-        except RpcError as exc:
-            self._fail(outgoing, listener, exc)
-            return
-        self._sender.submit((outgoing, listener))
+        ready = self._with_providers(outgoing, listener)
+        if ready:
+            self._sender.submit((ready, listener))
+
+    def _with_providers(self, outgoing: list[tuple[str, bytes, Request, Future[Any]]], listener: _ReplyListener) -> list[tuple[str, bytes, Request, Future[Any]]]:
+        """The calls whose service has a live provider; the others fail (per service)."""
+        ready = []
+        for service in dict.fromkeys(s for s, _, _, _ in outgoing):
+            mine = [item for item in outgoing if item[0] == service and not item[3].done()]
+            if not mine:
+                continue
+            try:
+                self._check_providers(service, max(req.deadline for _, _, req, _ in mine))
+                ready.extend(mine)
+            except RpcError as exc:
+                self._fail(mine, listener, exc)
+        return ready
 
     def _send_queued(self, batches: list[tuple[list[tuple[str, bytes, Request, Future[Any]]], _ReplyListener]]) -> None:
         """The sender thread's flush: provider checks, then one pipeline."""
         ready = []
         for outgoing, listener in batches:
-            try:
-                for service in {s for s, _, _, _ in outgoing}:
-                    self._check_providers(service, max(req.deadline for _, _, req, _ in outgoing))
-                ready.append((outgoing, listener))
-            except RpcError as exc:
-                self._fail(outgoing, listener, exc)
+            checked = self._with_providers(outgoing, listener)
+            if checked:
+                ready.append((checked, listener))
         if ready:
             self._flush_sends(ready)
 
@@ -243,6 +252,8 @@ class Client:
         cached = self._live_cache.get(service)
         if cached and cached[0] > now and cached[1] > 0:
             return
+        if self._known_absent(service):  # do not wait again so soon
+            raise ServiceUnavailable(f"no provider registered for service {service!r}")
         registration_wait: int | None = None  # from the first answer of Redis
         delay = 0.05
         while True:
@@ -254,13 +265,21 @@ class Client:
                 live, known = 0, -1
                 if now_ms() >= deadline_ms:
                     raise ServiceUnavailable(f"redis unreachable: {exc.message}") from exc
-            if live or known > 0 or (registration_wait is not None and now_ms() >= registration_wait):
+            if live or known > 0:
                 break
+            if registration_wait is not None and now_ms() >= registration_wait:
+                self._live_cache[service] = (time.monotonic() + self.settings.provider_cache_ttl, -1)
+                raise ServiceUnavailable(f"no provider registered for service {service!r}")
             time.sleep(max(0.0, min(delay, (deadline_ms - now_ms()) / 1000)))
             delay = min(delay * 2, 1.0)
         self._live_cache[service] = (time.monotonic() + self.settings.provider_cache_ttl, live)
         if live == 0:
             raise ServiceUnavailable(f"no live provider for service {service!r}")
+
+    def _known_absent(self, service: str) -> bool:
+        """True for a moment after a call waited in vain for any provider to register."""
+        cached = self._live_cache.get(service)
+        return bool(cached and cached[0] > time.monotonic() and cached[1] == -1)
 
     def _spec(self, name: str) -> Spec:
         local = self.registry.find(name)
@@ -494,6 +513,18 @@ class _ReplyListener(threading.Thread):
         with self._lock:
             self._timer_wake.notify()
             self._needed.notify()
+            pending = list(self._pending.items())
+            self._pending.clear()
+            self._self_readers.clear()
+        for call_id, (fut, _, procedure) in pending:
+            _complete(fut, exc=ServiceUnavailable("the client was closed", procedure=procedure, call_id=call_id))
+        while True:  # calls queued for the sender thread
+            try:
+                outgoing = self._outbox.get_nowait()
+            except queue.Empty:
+                break
+            for _, _, req, fut in outgoing:
+                _complete(fut, exc=ServiceUnavailable("the client was closed", procedure=req.procedure))
 
     def _wanted(self) -> bool:
         """Under the lock: a call is waiting whose caller is not reading for
@@ -513,7 +544,9 @@ class _ReplyListener(threading.Thread):
             if not self._reading.acquire(timeout=1.0):
                 continue
             try:
-                if not self._wanted():
+                with self._lock:
+                    wanted = self._wanted()
+                if not wanted:
                     continue
                 first = self.client.transport.wait_reply(self.reply_key, 1.0)
                 if first is None:
@@ -544,7 +577,7 @@ class _ReplyListener(threading.Thread):
         try:
             data = self.client.signer.unpack(frame, self.client.settings.max_reply_bytes)
             call_id = data["id"]
-        except (ProtocolError, KeyError, TypeError) as exc:
+        except (ProtocolError, PayloadTooLarge, KeyError, TypeError) as exc:
             self.client.rejected_replies += 1
             log.warning("rejected a reply: %s", exc)
             return

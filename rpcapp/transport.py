@@ -34,7 +34,9 @@ if (not v) or v == ('P' .. ARGV[3]) then
 end
 if string.sub(v, 1, 1) == 'P' then
   redis.call('RPUSH', KEYS[2], ARGV[2])
-  redis.call('PEXPIRE', KEYS[2], ARGV[1])
+  if redis.call('PTTL', KEYS[2]) < tonumber(ARGV[1]) then
+    redis.call('PEXPIRE', KEYS[2], ARGV[1])
+  end
   return {1, false}
 end
 return {2, string.sub(v, 2)}
@@ -44,6 +46,15 @@ _COMPLETE_IDEMPOTENCY = """
 redis.call('SET', KEYS[1], 'R' .. ARGV[1], 'EX', ARGV[2])
 local w = redis.call('LRANGE', KEYS[2], 0, -1)
 redis.call('DEL', KEYS[2])
+return w
+"""
+
+_RELEASE_IDEMPOTENCY = """
+if redis.call('GET', KEYS[1]) ~= ('P' .. ARGV[1]) then
+  return {}
+end
+local w = redis.call('LRANGE', KEYS[2], 0, -1)
+redis.call('DEL', KEYS[1], KEYS[2])
 return w
 """
 
@@ -58,6 +69,9 @@ _REQUEUE = """
 local ok = redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 redis.call('XDEL', KEYS[1], ARGV[2])
 if ok == 1 then
+  if ARGV[6] ~= '' then
+    return redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[5], '*', 'm', ARGV[3], 'n', ARGV[4], 't', ARGV[6])
+  end
   return redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[5], '*', 'm', ARGV[3], 'n', ARGV[4])
 end
 return false
@@ -144,6 +158,7 @@ class Transport:
         self._complete_idem = client.register_script(_COMPLETE_IDEMPOTENCY)
         self._requeue = client.register_script(_REQUEUE)
         self._unlock = client.register_script(_UNLOCK)
+        self._release_idem = client.register_script(_RELEASE_IDEMPOTENCY)
 
     # -- requests -----------------------------------------------------
     @_guard
@@ -239,10 +254,12 @@ class Transport:
         pipe.execute()
 
     @_guard
-    def requeue(self, service: str, entry_id: str, raw: bytes, deliveries: int, maxlen: int) -> str | None:
-        """Atomically move a pending entry back to the end of the queue."""
+    def requeue(self, service: str, entry_id: str, raw: bytes, deliveries: int, maxlen: int, born_ms: int | None = None) -> str | None:
+        """Atomically move a pending entry back to the end of the queue; with
+        ``born_ms`` it keeps its age (field ``t``) for fair ordering."""
         res = self._requeue(
-            keys=[keys.requests(self.ns, service)], args=[keys.GROUP, entry_id, raw, deliveries, maxlen]
+            keys=[keys.requests(self.ns, service)],
+            args=[keys.GROUP, entry_id, raw, deliveries, maxlen, "" if born_ms is None else born_ms],
         )
         return _text(res) if res else None
 
@@ -278,13 +295,15 @@ class Transport:
         )
 
     @_guard
-    def release_idempotency(self, procedure: str, key: str) -> list[bytes]:
-        """Forget a claim that will never complete; returns the calls waiting on it."""
-        waiters_key = keys.idempotency_waiters(self.ns, procedure, key)
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.lrange(waiters_key, 0, -1)
-        pipe.delete(keys.idempotency(self.ns, procedure, key), waiters_key)
-        return list(pipe.execute()[0])
+    def release_idempotency(self, procedure: str, key: str, call_id: str) -> list[bytes]:
+        """Forget call ``call_id``'s claim that will never complete (only if the
+        key still holds that claim); returns the calls waiting on it."""
+        return list(
+            self._release_idem(
+                keys=[keys.idempotency(self.ns, procedure, key), keys.idempotency_waiters(self.ns, procedure, key)],
+                args=[call_id],
+            )
+        )
 
     # -- providers and catalog ------------------------------------------
     @_guard
@@ -365,6 +384,18 @@ class Transport:
         claimed = self.redis.xclaim(stream, keys.GROUP, claimer, min_idle_time=0, message_ids=ids)
         fields = {_text(eid): f for eid, f in claimed if eid is not None}
         return [(_text(i), int(r["times_delivered"]), fields.get(_text(i))) for i, r in zip(ids, rows, strict=True)]
+
+    @_guard
+    def own_idle_pending(self, service: str, consumer: str, idle_ms: int, count: int = 100) -> list[tuple[str, dict[bytes, bytes] | None]]:
+        """A consumer's pending entries idle for ``idle_ms``, claimed back to it
+        (which resets their idle time): (id, fields or None if deleted)."""
+        stream = keys.requests(self.ns, service)
+        rows = self.redis.xpending_range(stream, keys.GROUP, min="-", max="+", count=count, consumername=consumer, idle=idle_ms)
+        if not rows:
+            return []
+        ids = [r["message_id"] for r in rows]
+        claimed = {_text(eid): f for eid, f in self.redis.xclaim(stream, keys.GROUP, consumer, min_idle_time=idle_ms, message_ids=ids) if eid is not None}
+        return [(_text(i), claimed.get(_text(i))) for i in ids]
 
     @_guard
     def ack(self, service: str, entry_id: str) -> None:

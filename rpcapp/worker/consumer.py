@@ -29,6 +29,9 @@ from .slots import CallThreads
 
 log = logging.getLogger("rpcapp.worker")
 
+STUCK_CHECK_EVERY = 10  # heartbeats between two looks for stuck own entries
+STUCK_IDLE_MS = 30_000  # an own pending entry idle this long and not running is stuck
+
 
 @dataclass(frozen=True)
 class WorkerSettings:
@@ -46,6 +49,13 @@ class WorkerSettings:
     block_ms: int = 1000
     max_calls: int | None = None  # stop (drained) after this many calls
     hooks: list[Any] = field(default_factory=list)
+
+
+def _age(entry: tuple[str, str, dict[bytes, bytes]]) -> int:
+    """When a request was first queued (ms): its ``t`` field if it was given
+    back before, else the time in its stream entry id."""
+    born = entry[2].get(b"t")
+    return int(born) if born else int(entry[1].split("-", 1)[0])
 
 
 def provider_id() -> str:
@@ -78,6 +88,7 @@ class Worker:
         self.started_at = time.time()
         self.state = "live"
         self._stopping = threading.Event()
+        self._beating = threading.Event()  # set: the heartbeat stops (just before deregistering)
         self._stopped = threading.Event()
         self._calls = CallThreads(s.concurrency, self._read, self._run_one, self._stopping)
         self._read_delay = 0.05
@@ -109,11 +120,15 @@ class Worker:
             self._beat()
         except TransportError:
             pass
+        # The heartbeat goes on while draining: a draining worker is not dead.
         drained = self.wait_idle(grace)  # a read under way gives back what it got
+        self.executor.retry_unfinished()
+        drained = drained and not self.executor.has_unfinished()
+        self._beating.set()
         if self._heartbeat is not None:
-            self._heartbeat.join(timeout=2.0)
+            self._heartbeat.join(timeout=5.0)
         if not drained:
-            log.error("%d call(s) still running after the %.1fs grace; leaving them to recovery", self.in_flight, grace)
+            log.error("%d call(s) unfinished after the %.1fs grace; leaving them to recovery", self.in_flight, grace)
         try:
             self.transport.deregister(self.services, self.name)
         except TransportError as exc:
@@ -160,9 +175,16 @@ class Worker:
         draining, and what is over its free slots (a read of several streams
         can return up to ``count`` from each)."""
         keep = 0 if self._stopping.is_set() else free
+        if len(entries) > keep:
+            entries = sorted(entries, key=_age)  # the oldest are run, across services
         for service, entry_id, fields in entries[keep:]:
             deliveries = int(fields.get(b"n", b"1"))
-            self.transport.requeue(service, entry_id, fields.get(b"m", b""), deliveries, self.settings.max_queue_length)
+            try:
+                self.transport.requeue(
+                    service, entry_id, fields.get(b"m", b""), deliveries, self.settings.max_queue_length, _age(("", entry_id, fields))
+                )
+            except TransportError as exc:  # left pending: resolved by _unstick() or by recovery
+                log.warning("could not give back %s: %s", entry_id, exc)
         return entries[:keep]
 
     def _run_one(self, entry: tuple[str, str, dict[bytes, bytes]]) -> None:
@@ -212,16 +234,29 @@ class Worker:
 
     def _heartbeat_loop(self) -> None:
         interval = self.settings.heartbeat_interval
-        while not self._stopping.wait(interval):
+        rotation = 0
+        while not self._beating.wait(interval):
             try:
                 self._beat()
                 self.executor.retry_unfinished()
                 for service in self.services:
                     self._sweep(service)
+                rotation += 1
+                if rotation % STUCK_CHECK_EVERY == 0:
+                    self._unstick()
             except MissingGroup:
                 self._recreate()
             except Exception as exc:  # the heartbeat thread never dies
                 log.warning("heartbeat failed: %s", exc)
+
+    def _unstick(self) -> None:
+        """Resolve own pending entries that no call thread holds (left behind when
+        Redis failed mid-way through handling them)."""
+        running = self._calls.running_ids()
+        for service in self.services:
+            for entry_id, fields in self.transport.own_idle_pending(service, self.name, STUCK_IDLE_MS):
+                if entry_id not in running:
+                    self.recovery.resolve(service, entry_id, fields)
 
     def _sweep(self, service: str, dead: set[str] | None = None, own: bool = False) -> None:
         if own:

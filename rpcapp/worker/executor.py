@@ -62,6 +62,10 @@ class Executor:
             with self._unfinished_lock:
                 self._unfinished.extend(items)
 
+    def has_unfinished(self) -> bool:
+        with self._unfinished_lock:
+            return bool(self._unfinished)
+
     def retry_unfinished(self) -> None:
         """Send again the replies that Redis refused (it was away)."""
         with self._unfinished_lock:
@@ -74,7 +78,7 @@ class Executor:
         try:
             self._handle(service, entry_id, fields)
         except TransportError as exc:
-            # The entry stays pending: redelivered or answered once this worker is seen dead.
+            # The entry stays pending: the worker's _unstick() (or recovery) resolves it.
             log.warning("redis failed while handling %s: %s", entry_id, exc)
         except Exception:
             log.exception("unexpected failure handling %s", entry_id)
@@ -100,7 +104,8 @@ class Executor:
         if req.idempotency_key and req.reply_to is not None:
             self._complete(req, reply)
         self._finisher.submit((service, entry_id, req.reply_to, frame))
-        self.calls_served += 1
+        with self._unfinished_lock:
+            self.calls_served += 1
 
     def reject(self, service: str, entry_id: str | None, raw: bytes, reason: str) -> None:
         log.warning("message %s on %s %s", entry_id, service, reason)

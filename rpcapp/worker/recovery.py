@@ -75,6 +75,8 @@ class Recovery:
         if req.expired:
             self.transport.ack(service, entry_id)
             self.transport.incr(service, "expired")
+            if req.idempotency_key:  # free the key; waiters get the same answer as a lost call
+                self._answer_lost(req, f"{req.procedure} expired while its worker was lost", reply=False)
         elif deliveries >= self.max_deliveries:
             reason = f"dead-lettered after {deliveries} deliveries without an answer"
             self.transport.dead_letter(service, entry_id, raw, reason, self.ex.limits.dead_letter_max)
@@ -90,10 +92,10 @@ class Recovery:
             self.transport.incr(service, "lost")
             self._answer_lost(req, f"the worker running {req.procedure} died; it may or may not have run")
 
-    def _answer_lost(self, req: Request, message: str) -> None:
-        reply = reply_error(req.id, WorkerLost(message).to_wire(), provider=self.me)
-        if req.reply_to:
-            self.transport.send_replies([(req.reply_to, self.ex.signer.pack(reply))], self.ex.limits.reply_ttl)
+    def _answer_lost(self, req: Request, message: str, reply: bool = True) -> None:
+        answer = reply_error(req.id, WorkerLost(message).to_wire(), provider=self.me)
+        if reply and req.reply_to:
+            self.transport.send_replies([(req.reply_to, self.ex.signer.pack(answer))], self.ex.limits.reply_ttl)
         if req.idempotency_key:
-            waiters = self.transport.release_idempotency(req.procedure, req.idempotency_key)
-            self.ex.answer_waiters(waiters, reply)
+            waiters = self.transport.release_idempotency(req.procedure, req.idempotency_key, req.id)
+            self.ex.answer_waiters(waiters, answer)

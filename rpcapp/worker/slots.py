@@ -31,6 +31,12 @@ class CallThreads:
         self._reading = False
         self._busy = 0
         self._threads: list[threading.Thread] = []
+        self._running: set[str] = set()  # entry ids being run
+
+    def running_ids(self) -> set[str]:
+        """Entry ids taken and not finished (queued or running)."""
+        with self._cond:
+            return set(self._running) | {e[1] for e in self._queue}
 
     @property
     def busy(self) -> int:
@@ -77,9 +83,11 @@ class CallThreads:
                 item = self._take(free)
                 if item is None:
                     continue
+            self._running.add(item[1])
             try:
                 self._run(item)
             finally:
+                self._running.discard(item[1])
                 with self._cond:
                     self._busy -= 1
                     if not self._busy:
