@@ -92,6 +92,7 @@ class Worker:
         self._stopped = threading.Event()
         self._calls = CallThreads(s.concurrency, self._read, self._run_one, self._stopping)
         self._read_delay = 0.05
+        self._turn = 0
         self._heartbeat: threading.Thread | None = None
 
     # -- lifecycle ----------------------------------------------------------
@@ -176,7 +177,11 @@ class Worker:
         can return up to ``count`` from each)."""
         keep = 0 if self._stopping.is_set() else free
         if len(entries) > keep:
-            entries = sorted(entries, key=_age)  # the oldest are run, across services
+            # The oldest are run, across services; ties (same ms) go to the
+            # services in turn, so none always wins.
+            self._turn += 1
+            n = len(self.services)
+            entries = sorted(entries, key=lambda e: (_age(e), (self.services.index(e[0]) - self._turn) % n))
         for service, entry_id, fields in entries[keep:]:
             deliveries = int(fields.get(b"n", b"1"))
             try:
