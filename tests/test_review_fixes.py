@@ -15,21 +15,16 @@ from rpcapp.testing import running_worker, wait_for
 
 def test_draining_worker_keeps_heartbeating_and_finishes_its_call(client, rpc_conf):
     """A drain longer than PROVIDER_TTL must not get the worker's calls recovered by others."""
-    with running_worker(["tests"], concurrency=1):  # a live peer that runs recovery sweeps
-        draining = runtime.build_worker(["tests"], concurrency=2)
-        draining.start()
-        try:
-            fut = None
-            for _ in range(20):  # get a call onto the worker that will drain
-                fut = client.call_async("tests.sleep", 2.5, timeout=10)
-                if wait_for(lambda: draining.in_flight or fut.done(), 3, message="taken"):
-                    if draining.in_flight:
-                        break
-            assert draining.in_flight == 1
+    draining = runtime.build_worker(["tests"], concurrency=2)
+    draining.start()
+    try:
+        fut = client.call_async("tests.sleep", 2.5, timeout=10)
+        wait_for(lambda: draining.in_flight == 1, 5, message="call taken by the worker that will drain")
+        with running_worker(["tests"], concurrency=1):  # a live peer that runs recovery sweeps
             assert draining.stop(grace=5) is True
             assert fut.result(timeout=1) == 2.5  # not WorkerLost: PROVIDER_TTL is 1 s
-        finally:
-            draining.transport.close()
+    finally:
+        draining.transport.close()
 
 
 def test_services_served_fairly_with_fewer_slots_than_services(client, rpc_conf):
