@@ -268,12 +268,18 @@ def try_call(client: Any, *args: Any, timeout: float = 1.0) -> Any:
         return None
 
 
-def test_redis_restart_empty_workers_and_clients_recover(own_client, own_redis, own_processes):
-    client = own_client
+
+def start_named(procs: Any, client: Any) -> tuple[str, Any]:
+    """A worker with a known name, live and answering."""
     w_name = uid("W")
-    w = own_processes.start("--name", w_name)
+    w = procs.start("--name", w_name)
     wait_for(lambda: w_name in live(client), 20, message="worker live")
     assert client.call("calculator.add", 1, 2) == 3
+    return w_name, w
+
+def test_redis_restart_empty_workers_and_clients_recover(own_client, own_redis, own_processes):
+    client = own_client
+    w_name, w = start_named(own_processes, client)
     assert client.call("tests.pid") == w.pid
 
     before = len(problem_lines(log_text(w)))
@@ -299,10 +305,7 @@ def test_redis_restart_empty_workers_and_clients_recover(own_client, own_redis, 
 
 def test_redis_down_call_waits_and_succeeds_when_redis_returns_in_time(own_client, own_redis, own_processes):
     client = own_client
-    w_name = uid("W")
-    w = own_processes.start("--name", w_name)
-    wait_for(lambda: w_name in live(client), 20, message="worker live")
-    assert client.call("calculator.add", 1, 2) == 3
+    w_name, w = start_named(own_processes, client)
 
     with ThreadPoolExecutor(max_workers=1) as pool:
         own_redis.stop()
@@ -322,10 +325,7 @@ def test_redis_back_empty_call_waits_for_providers_to_reregister(own_client, own
     """A worker that re-registers within a second of Redis coming back serves a
     call that was waiting for Redis with plenty of deadline left."""
     client = own_client
-    w_name = uid("W")
-    w = own_processes.start("--name", w_name)
-    wait_for(lambda: w_name in live(client), 20, message="worker live")
-    assert client.call("calculator.add", 1, 2) == 3
+    w_name, w = start_named(own_processes, client)
     time.sleep(1.05)  # the client's cached live-provider count expires
     worker = psutil.Process(w.pid)
     with ThreadPoolExecutor(max_workers=1) as pool:
@@ -348,10 +348,7 @@ def test_redis_back_empty_call_waits_for_providers_to_reregister(own_client, own
 
 def test_redis_down_past_the_deadline_is_service_unavailable(own_client, own_redis, own_processes):
     client = own_client
-    w_name = uid("W")
-    own_processes.start("--name", w_name)
-    wait_for(lambda: w_name in live(client), 20, message="worker live")
-    assert client.call("calculator.add", 1, 2) == 3
+    start_named(own_processes, client)
     own_redis.stop()
     try:
         # The first call finds the live-provider count cached (it only has to
@@ -375,10 +372,7 @@ def test_redis_down_past_the_deadline_is_service_unavailable(own_client, own_red
 
 def test_redis_down_call_async_does_not_block(own_client, own_redis, own_processes):
     client = own_client
-    w_name = uid("W")
-    own_processes.start("--name", w_name)
-    wait_for(lambda: w_name in live(client), 20, message="worker live")
-    assert client.call("calculator.add", 1, 2) == 3
+    start_named(own_processes, client)
     own_redis.stop()
     try:
         began = time.monotonic()
