@@ -91,6 +91,9 @@ CELERY_BEAT_SCHEDULE = {
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "loggers": {"rpcapp": {"handlers": ["console"], "level": os.environ.get("RPCAPP_LOG_LEVEL", "INFO")}},
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "loggers": {
+        "rpcapp": {"handlers": ["console"], "level": os.environ.get("RPCAPP_LOG_LEVEL", "INFO"), "propagate": False},
+    },
 }

@@ -33,7 +33,9 @@ class Command(BaseCommand):
         parser.add_argument("--log-level", default="INFO")
 
     def handle(self, *args: Any, **opts: Any) -> None:
-        logging.basicConfig(level=opts["log_level"].upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+        level = opts["log_level"].upper()
+        logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+        logging.getLogger("rpcapp").setLevel(level)
         if opts["concurrency"] < 1:
             raise CommandError("--concurrency must be at least 1")
         services = opts["services"] or None
