@@ -39,3 +39,23 @@ def fib(n: int) -> int:
     for _ in range(n):
         a, b = b, a + b
     return a
+
+
+STOCK: dict[str, int] = {}
+
+
+@procedure("inventory.reserve", timeout=5.0, lock="inventory:{sku}")
+def reserve(sku: str, qty: int) -> dict[str, int | str]:
+    """Reserve ``qty`` units of ``sku`` (100 in stock to start with).
+
+    The lock ``inventory:{sku}`` is held while this runs, so two reservations
+    of one SKU never interleave, across every worker; different SKUs run in
+    parallel. (The demo keeps its stock in the worker's memory; a real one
+    would read and write a shared database under the same lock.)"""
+    if qty <= 0:
+        raise ValueError("qty must be positive")
+    left = STOCK.get(sku, 100)
+    if qty > left:
+        raise ValueError(f"only {left} of {sku} left")
+    STOCK[sku] = left - qty
+    return {"sku": sku, "reserved": qty, "left": left - qty}

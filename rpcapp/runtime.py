@@ -9,6 +9,7 @@ from django.conf import settings
 
 from . import conf
 from .client import Client, ClientSettings
+from .locks import RedLock
 from .protocol import CODECS, Signer, derive_key
 from .registry import Registry, default_registry
 from .transport import Transport, connect
@@ -53,9 +54,14 @@ def worker_settings(**overrides: Any) -> WorkerSettings:
         "idempotency_ttl": c.IDEMPOTENCY_TTL,
         "max_queue_length": c.MAX_QUEUE_LENGTH,
         "dead_letter_max": c.DEAD_LETTER_MAX,
+        "lock_factory": _lock_factory,
     }
     values.update(overrides)
     return WorkerSettings(**values)
+
+
+def _lock_factory(name: str, ttl: float) -> RedLock:
+    return RedLock(name, ttl)
 
 
 def build_worker(services: list[str] | None = None, registry: Registry | None = None, name: str | None = None, **overrides: Any) -> Worker:

@@ -14,6 +14,7 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,6 +50,7 @@ class WorkerSettings:
     block_ms: int = 1000
     max_calls: int | None = None  # stop (drained) after this many calls
     hooks: list[Any] = field(default_factory=list)
+    lock_factory: Callable[[str, float], Any] | None = None  # (name, ttl) -> a lock with acquire/release
 
 
 def _age(entry: tuple[str, str, dict[bytes, bytes]]) -> int:
@@ -83,7 +85,7 @@ class Worker:
             raise ValueError(f"no procedures registered for service(s) {sorted(unknown)}")
         self.name = name or provider_id()
         limits = Limits(s.max_request_bytes, s.max_reply_bytes, s.reply_ttl, s.idempotency_ttl, s.dead_letter_max)
-        self.executor = Executor(transport, signer, registry, limits, self.name, s.hooks)
+        self.executor = Executor(transport, signer, registry, limits, self.name, s.hooks, s.lock_factory)
         self.recovery = Recovery(self.executor, self.name, s.provider_ttl, s.max_deliveries, s.max_queue_length)
         self.started_at = time.time()
         self.state = "live"

@@ -6,16 +6,19 @@ error reply, a dead letter, or a counted rejection.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
 import traceback
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from .. import context
 from ..combiner import Combiner
 from ..errors import (
+    LockNotAcquired,
     PayloadTooLarge,
     ProcedureNotFound,
     ProtocolError,
@@ -41,7 +44,17 @@ class Limits:
 
 
 class Executor:
-    def __init__(self, transport: Transport, signer: Signer, registry: Registry, limits: Limits, provider: str, hooks: list[Any] | None = None) -> None:
+    def __init__(
+        self,
+        transport: Transport,
+        signer: Signer,
+        registry: Registry,
+        limits: Limits,
+        provider: str,
+        hooks: list[Any] | None = None,
+        lock_factory: Callable[[str, float], Any] | None = None,
+    ) -> None:
+        self.lock_factory = lock_factory
         self.transport = transport
         self.signer = signer
         self.registry = registry
@@ -123,7 +136,7 @@ class Executor:
                 raise ProcedureNotFound(f"no procedure {req.procedure!r} on this worker", procedure=req.procedure)
             args, kwargs = proc.spec.signature.bind(req.args, req.kwargs, req.procedure)
             ctx = context.CallContext(req.id, req.procedure, req.trace_id, req.deadline, self.provider)
-            with context.running(ctx):
+            with context.running(ctx), self._guard(proc, req, args, kwargs):
                 result = proc.func(*args, **kwargs)
             reply = reply_ok(req.id, result, **meta)
         except RpcError as exc:
@@ -135,6 +148,31 @@ class Executor:
         reply["run_ms"] = round((time.perf_counter() - started) * 1000, 3)
         run_hooks(self.hooks, "after_call", req, reply, reverse=True)
         return reply
+
+    @contextlib.contextmanager
+    def _guard(self, proc: Any, req: Request, args: list[Any], kwargs: dict[str, Any]) -> Iterator[None]:
+        """Hold the procedure's lock (``@procedure(lock="inventory:{sku}")``) while it runs,
+        waiting for it at most until the call's deadline."""
+        template = proc.spec.lock
+        if not template:
+            yield
+            return
+        if self.lock_factory is None:
+            raise LockNotAcquired("this worker has no lock backend", procedure=req.procedure)
+        named = dict(zip((p.name for p in proc.spec.signature.params if p.kind == "pos"), args, strict=False))
+        named.update(kwargs)
+        try:
+            name = template.format_map(named)
+        except (KeyError, IndexError, ValueError) as exc:
+            raise LockNotAcquired(f"lock template {template!r} does not fit the arguments: {exc}", procedure=req.procedure) from None
+        left = max(0.0, (req.deadline - now_ms()) / 1000)
+        lock = self.lock_factory(name, max(left, 1.0))
+        if not lock.acquire(timeout=left):
+            raise LockNotAcquired(f"lock {name!r} not taken before the deadline", procedure=req.procedure)
+        try:
+            yield
+        finally:
+            lock.release()
 
     def _pack(self, req: Request, reply: dict[str, Any]) -> bytes | None:
         if req.reply_to is None:
