@@ -169,10 +169,18 @@ class RedLock:
         out: list[Any] = []
         for master in self.masters:
             try:
-                out.append(master.eval(script, len(keys), *keys, *args))
+                out.append(_script(master, script)(keys=keys, args=args))
             except (redis.exceptions.RedisError, OSError):
                 out.append(None)
         return out
+
+
+def _script(master: Any, source: str) -> Any:
+    """The master's registered script (EVALSHA; the body is sent only once)."""
+    scripts = master.__dict__.setdefault("_rpcapp_lock_scripts", {})
+    if source not in scripts:
+        scripts[source] = master.register_script(source)
+    return scripts[source]
 
 
 def _drift(ttl: float) -> float:
