@@ -167,7 +167,8 @@ class Executor:
             raise LockNotAcquired(f"lock template {template!r} does not fit the arguments: {exc}", procedure=req.procedure) from None
         left = max(0.0, (req.deadline - now_ms()) / 1000)
         lock = self.lock_factory(name, max(left, 1.0))
-        if not lock.acquire(timeout=left):
+        # Give up a little before the deadline, so that the refusal still reaches the caller.
+        if not lock.acquire(timeout=max(0.0, left - min(0.05, left * 0.2))):
             raise LockNotAcquired(f"lock {name!r} not taken before the deadline", procedure=req.procedure)
         try:
             yield
