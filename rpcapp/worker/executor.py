@@ -7,6 +7,7 @@ error reply, a dead letter, or a counted rejection.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import threading
 import time
@@ -159,8 +160,10 @@ class Executor:
             return
         if self.lock_factory is None:
             raise LockNotAcquired("this worker has no lock backend", procedure=req.procedure)
-        named = dict(zip((p.name for p in proc.spec.signature.params if p.kind == "pos"), args, strict=False))
-        named.update(kwargs)
+        bound = inspect.signature(proc.func).bind_partial(*args, **kwargs)
+        bound.apply_defaults()  # a template may name a parameter the caller left to its default
+        named = dict(bound.arguments)
+        named.update(named.pop(next((p.name for p in proc.spec.signature.params if p.kind == "var_kw"), ""), {}) or {})
         try:
             name = template.format_map(named)
         except (KeyError, IndexError, ValueError) as exc:
