@@ -153,21 +153,24 @@ class RedLock:
         value = uuid.uuid4().hex
         ttl_ms = int(self.ttl * 1000)
         start = time.monotonic()
-        counters = [c for c in self._on_all(_ACQUIRE, [self._key, self._fence], [value, ttl_ms]) if isinstance(c, int)]
-        validity = self.ttl - (time.monotonic() - start) - _drift(self.ttl)
-        if len(counters) >= self.quorum and validity > 0:
-            token = max(counters)
-            if len(self.masters) > 1:
-                self._on_all(_RAISE_FENCE, [self._fence], [token])
-            self._value, self._valid_until, self.fencing_token = value, start + validity, token
-            return True
+        results = self._on_all(_ACQUIRE, [self._key, self._fence], [value, ttl_ms])
+        won = [m for m, c in zip(self.masters, results, strict=True) if isinstance(c, int)]
+        if len(won) >= self.quorum:
+            token = max(c for c in results if isinstance(c, int))
+            # Every master of the majority must carry the token forward, or a
+            # later majority could hand out a smaller one.
+            if len(self.masters) == 1 or sum(r == 1 for r in self._on_all(_RAISE_FENCE, [self._fence], [token], won)) >= self.quorum:
+                validity = self.ttl - (time.monotonic() - start) - _drift(self.ttl)
+                if validity > 0:
+                    self._value, self._valid_until, self.fencing_token = value, start + validity, token
+                    return True
         self._on_all(_RELEASE, [self._key], [value])
         return False
 
-    def _on_all(self, script: str, keys: list[str], args: list[Any]) -> list[Any]:
-        """Run a script on every master; a master that fails counts as a no."""
+    def _on_all(self, script: str, keys: list[str], args: list[Any], masters: list[Any] | None = None) -> list[Any]:
+        """Run a script on every master (or those given); a master that fails counts as a no."""
         out: list[Any] = []
-        for master in self.masters:
+        for master in self.masters if masters is None else masters:
             try:
                 out.append(_script(master, script)(keys=keys, args=args))
             except (redis.exceptions.RedisError, OSError):
