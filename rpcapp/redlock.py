@@ -44,12 +44,13 @@ end
 return 1
 """
 
-_RELEASE = """
+COMPARE_AND_DELETE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('DEL', KEYS[1])
 end
 return 0
 """
+_RELEASE = COMPARE_AND_DELETE
 
 _EXTEND = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then

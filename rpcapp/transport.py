@@ -19,6 +19,7 @@ from redis.retry import Retry
 
 from . import keys
 from .errors import TransportError
+from .redlock import COMPARE_AND_DELETE
 
 log = logging.getLogger("rpcapp.transport")
 T = TypeVar("T")
@@ -56,13 +57,6 @@ end
 local w = redis.call('LRANGE', KEYS[2], 0, -1)
 redis.call('DEL', KEYS[1], KEYS[2])
 return w
-"""
-
-_UNLOCK = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
 """
 
 _REQUEUE = """
@@ -157,7 +151,7 @@ class Transport:
         self._claim_idem = client.register_script(_CLAIM_IDEMPOTENCY)
         self._complete_idem = client.register_script(_COMPLETE_IDEMPOTENCY)
         self._requeue = client.register_script(_REQUEUE)
-        self._unlock = client.register_script(_UNLOCK)
+        self._unlock = client.register_script(COMPARE_AND_DELETE)
         self._release_idem = client.register_script(_RELEASE_IDEMPOTENCY)
 
     # -- requests -----------------------------------------------------
