@@ -181,9 +181,12 @@ class ReplyListener(threading.Thread):
     def _wanted(self) -> bool:
         """Under the lock: a call is waiting whose caller is not reading for
         itself, or a call that timed out may still get its (late) reply."""
-        if self._expired:
-            now = time.monotonic()
-            self._expired = {k: t for k, t in self._expired.items() if t > now}
+        now = time.monotonic()
+        while self._expired:  # insertion order is expiry order: drop from the front
+            call_id, until = next(iter(self._expired.items()))
+            if until > now:
+                break
+            del self._expired[call_id]
         return len(self._pending) > len(self._self_readers) or bool(self._expired)
 
     def run(self) -> None:
