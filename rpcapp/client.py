@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import context, keys
-from .combiner import Combiner
 from .errors import (
     InvalidParams,
     ProcedureNotFound,
@@ -73,7 +72,6 @@ class Client:
         self._listener: ReplyListener | None = None
         self._lock = threading.Lock()
         self._pid = -1
-        self._sender: Combiner[Any] = Combiner(self._flush_sends)
 
     # -- public API --------------------------------------------------------
     def call(self, name: str, /, *args: Any, timeout: float | None = None, idempotency_key: str | None = None, **kwargs: Any) -> Any:
@@ -176,7 +174,7 @@ class Client:
             return
         ready = self._with_providers(outgoing, listener)
         if ready:
-            self._sender.submit((ready, listener))
+            self._flush_sends([(ready, listener)])  # its own requests only, retried to their deadline
 
     def _with_providers(self, outgoing: list[tuple[str, bytes, Request, Future[Any]]], listener: ReplyListener) -> list[tuple[str, bytes, Request, Future[Any]]]:
         """The calls whose service has a live provider; the others fail (per service)."""

@@ -60,7 +60,9 @@ class ReplyListener(threading.Thread):
         self._needed = threading.Condition(self._lock)  # wakes the listener thread when it must read
         self._self_readers: set[str] = set()  # calls whose caller reads its reply itself
         self._expired: dict[str, float] = {}  # timed-out calls whose late reply may come, until when
-        self._reading = threading.Lock()  # held by whoever is blocked on the reply list
+        # Held by whoever is blocked on the reply list; re-entrant, so that a call made
+        # from a done-callback run by the reader reads its own reply.
+        self._reading = threading.RLock()
         self._stop_event = threading.Event()
         self._timer = threading.Thread(target=self._expire_loop, name="rpcapp-deadlines", daemon=True)
         self._outbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -72,6 +74,10 @@ class ReplyListener(threading.Thread):
         self._sender.start()
 
     def queue_send(self, outgoing: list[Any]) -> None:
+        if self._stop_event.is_set():  # closed meanwhile: nothing would send these
+            for _, _, req, fut in outgoing:
+                complete(fut, exc=ServiceUnavailable("the client was closed", procedure=req.procedure))
+            return
         self._outbox.put(outgoing)
 
     def _send_loop(self) -> None:
@@ -93,6 +99,9 @@ class ReplyListener(threading.Thread):
 
     def track(self, req: Request, fut: Future[Any], returns: Any, self_read: bool = False) -> None:
         """Expect a reply for ``req``; ``self_read``: its caller will try to read it itself."""
+        if self._stop_event.is_set():  # closed meanwhile: nothing would complete it
+            complete(fut, exc=ServiceUnavailable("the client was closed", procedure=req.procedure))
+            return
         with self._lock:
             self._pending[req.id] = (fut, returns, req.procedure)
             heapq.heappush(self._deadlines, (req.deadline, req.id))

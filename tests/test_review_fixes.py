@@ -3,6 +3,7 @@ per-service failures, closing a client."""
 
 from __future__ import annotations
 
+import time
 import uuid
 
 import pytest
@@ -102,3 +103,33 @@ def test_stuck_own_entry_is_resolved(client, rpc_conf, monkeypatch):
         client.transport.redis.xclaim(stream, keys.GROUP, w.name, min_idle_time=0, message_ids=[entry_id])
         assert busy.result(timeout=5) == 1.0
         assert fut.result(timeout=8).startswith(key)
+
+
+def test_sync_call_from_a_done_callback_does_not_stall_replies(client, rpc_conf):
+    """A done-callback runs on the thread reading replies; a call it makes reads its own."""
+    results = []
+    with running_worker(["tests"], concurrency=2):
+        fut = client.call_async("tests.echo", "outer", timeout=5)
+        fut.add_done_callback(lambda f: results.append(client.call("tests.echo", "inner", timeout=3)))
+        start = time.monotonic()
+        assert fut.result(timeout=5) == "outer"
+        wait_for(lambda: results, 5, message="inner call done")
+        assert results == ["inner"]
+        assert time.monotonic() - start < 2.0
+
+
+def test_calls_made_after_close_fail_at_once(rpc_conf):
+    from rpcapp.client import Client
+
+    c = Client(runtime.build_transport(), runtime.build_signer(), runtime.client_settings())
+    listener = c._ensure_listener()
+    listener.stop()  # as close() would, racing a call that already holds the listener
+    from concurrent.futures import Future
+
+    from rpcapp.protocol import Request
+
+    fut: Future = Future()
+    listener.track(Request("tests.echo", [1], {}, deadline=now_ms() + 5000, reply_to=listener.reply_key), fut, "any")
+    with pytest.raises(ServiceUnavailable, match="closed"):
+        fut.result(timeout=1)
+    c.transport.close()

@@ -259,7 +259,7 @@ class Worker:
     def _unstick(self) -> None:
         """Resolve own pending entries that no call thread holds (left behind when
         Redis failed mid-way through handling them)."""
-        running = self._calls.running_ids()
+        running = self._calls.running_ids() | self.executor.finishing_ids()
         for service in self.services:
             for entry_id, fields in self.transport.own_idle_pending(service, self.name, STUCK_IDLE_MS):
                 if entry_id not in running:

@@ -65,16 +65,24 @@ class Executor:
         self.calls_served = 0
         self._unfinished: list[tuple[str, str, str | None, bytes | None]] = []
         self._unfinished_lock = threading.Lock()
+        self._finishing: set[str] = set()
         self._finisher: Combiner[tuple[str, str, str | None, bytes | None]] = Combiner(self._finish_many)
 
     def _finish_many(self, items: list[tuple[str, str, str | None, bytes | None]]) -> None:
         try:
             self.transport.finish_many(items, self.limits.reply_ttl)
+            with self._unfinished_lock:
+                self._finishing.difference_update(entry_id for _, entry_id, _, _ in items)
         except TransportError as exc:
             # Kept, and sent again by retry_unfinished() from the heartbeat.
             log.warning("redis failed while finishing %d call(s): %s", len(items), exc)
             with self._unfinished_lock:
                 self._unfinished.extend(items)
+
+    def finishing_ids(self) -> set[str]:
+        """Entries run but whose reply and acknowledgement are not yet written."""
+        with self._unfinished_lock:
+            return set(self._finishing)
 
     def has_unfinished(self) -> bool:
         with self._unfinished_lock:
@@ -117,6 +125,8 @@ class Executor:
         frame = self._pack(req, reply)
         if req.idempotency_key and req.reply_to is not None:
             self._complete(req, reply)
+        with self._unfinished_lock:
+            self._finishing.add(entry_id)
         self._finisher.submit((service, entry_id, req.reply_to, frame))
         with self._unfinished_lock:
             self.calls_served += 1
