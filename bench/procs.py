@@ -15,6 +15,7 @@ import resource
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import psutil
@@ -149,6 +150,23 @@ def tree_rss(pid: int) -> int:
         except psutil.Error:
             pass
     return total
+
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def own_threads() -> list[tuple[threading.Thread, float, int]]:
+    """(thread, CPU seconds, context switches) of each live thread of this process."""
+    out = []
+    for t in threading.enumerate():
+        try:
+            stat = Path(f"/proc/self/task/{t.native_id}/stat").read_text().rsplit(")", 1)[1].split()
+            status = Path(f"/proc/self/task/{t.native_id}/status").read_text()
+        except OSError:
+            continue
+        csw = sum(int(line.split()[1]) for line in status.splitlines() if "ctxt_switches:" in line)
+        out.append((t, (int(stat[11]) + int(stat[12])) / TICK, csw))
+    return out
 
 
 def wait_until(condition, timeout: float, what: str, interval: float = 0.05):  # type: ignore[no-untyped-def]

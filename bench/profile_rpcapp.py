@@ -55,7 +55,6 @@ from bench import floor, procs  # noqa: E402
 from bench.harness import Bench, log, run_window  # noqa: E402
 
 mono = time.monotonic_ns
-TICK = os.sysconf("SC_CLK_TCK")
 WORKER_ARGS = ["runrpcworker", "--service", "tests", "--log-level", "INFO"]
 
 
@@ -73,16 +72,10 @@ def p90_us(values: list[int]) -> float:
 def thread_stats() -> dict[str, dict[str, float]]:
     """CPU seconds and context switches of each live thread of this process, by name."""
     out: dict[str, dict[str, float]] = {}
-    for t in threading.enumerate():
-        try:
-            stat = Path(f"/proc/self/task/{t.native_id}/stat").read_text().rsplit(")", 1)[1].split()
-            status = Path(f"/proc/self/task/{t.native_id}/status").read_text()
-        except OSError:
-            continue
-        csw = sum(int(line.split()[1]) for line in status.splitlines() if "ctxt_switches:" in line)
+    for t, cpu_s, csw in procs.own_threads():
         name = "caller (main thread)" if t is threading.main_thread() else t.name
         row = out.setdefault(name, {"cpu_s": 0.0, "csw": 0.0})
-        row["cpu_s"] += (int(stat[11]) + int(stat[12])) / TICK
+        row["cpu_s"] += cpu_s
         row["csw"] += csw
     return out
 

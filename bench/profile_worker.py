@@ -39,23 +39,18 @@ STREAM_ID = re.compile(r"^\d+-\d+$")
 mono = time.monotonic_ns
 
 
-TICK = os.sysconf("SC_CLK_TCK")
 
 
 def thread_stats() -> dict[str, list[float]]:
     """[CPU seconds, context switches] of the live threads of this process, by
     name (the pool's threads summed as ``rpcapp-call``)."""
+    from bench.procs import own_threads
+
     out: dict[str, list[float]] = {}
-    for t in threading.enumerate():
-        try:
-            stat = Path(f"/proc/self/task/{t.native_id}/stat").read_text().rsplit(")", 1)[1].split()
-            status = Path(f"/proc/self/task/{t.native_id}/status").read_text()
-        except OSError:
-            continue
-        name = re.sub(r"[-_]\d+$", "", t.name)
-        row = out.setdefault(name, [0.0, 0.0])
-        row[0] += (int(stat[11]) + int(stat[12])) / TICK
-        row[1] += sum(int(line.split()[1]) for line in status.splitlines() if "ctxt_switches:" in line)
+    for t, cpu_s, csw in own_threads():
+        row = out.setdefault(re.sub(r"[-_]\d+$", "", t.name), [0.0, 0.0])
+        row[0] += cpu_s
+        row[1] += csw
     return out
 
 

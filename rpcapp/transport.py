@@ -193,18 +193,6 @@ class Transport:
         return out
 
     @_guard
-    def finish(self, service: str, entry_id: str, reply_key: str | None, frame: bytes | None, reply_ttl: int) -> None:
-        """Send a reply (if any) and retire the request, in one round trip."""
-        pipe = self.redis.pipeline(transaction=False)
-        if reply_key and frame is not None:
-            pipe.lpush(reply_key, frame)
-            pipe.expire(reply_key, reply_ttl)
-        stream = keys.requests(self.ns, service)
-        pipe.xack(stream, keys.GROUP, entry_id)
-        pipe.xdel(stream, entry_id)
-        pipe.execute()
-
-    @_guard
     def finish_many(self, items: list[tuple[str, str, str | None, bytes | None]], reply_ttl: int) -> None:
         """``finish`` for many (service, entry id, reply key, frame) in one round trip."""
         pipe = self.redis.pipeline(transaction=False)
@@ -430,14 +418,6 @@ class Transport:
     def scan_keys(self, match: str | None = None) -> Iterator[str]:
         for k in self.redis.scan_iter(match=match or keys.pattern(self.ns), count=1000):
             yield _text(k)
-
-    @_guard
-    def delete_namespace(self) -> int:
-        n = 0
-        batch = list(self.scan_keys())
-        for i in range(0, len(batch), 500):
-            n += self.redis.delete(*batch[i : i + 500])
-        return n
 
     def close(self) -> None:
         try:

@@ -36,6 +36,16 @@ ROOT = Path(__file__).resolve().parent.parent
 # -- helpers ------------------------------------------------------------------
 
 
+
+def run_threads(target, n: int, timeout: float) -> None:  # type: ignore[no-untyped-def]
+    """Run ``target`` in ``n`` threads at once; all must finish within ``timeout``."""
+    threads = [threading.Thread(target=target) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=timeout)
+    assert not any(t.is_alive() for t in threads)
+
 def uid(prefix: str = "lock") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
@@ -137,12 +147,7 @@ def test_mutual_exclusion_between_threads(make, single):
         except BaseException as exc:  # noqa: BLE001
             errors.append(exc)
 
-    threads = [threading.Thread(target=work) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=45)
-    assert not any(t.is_alive() for t in threads)
+    run_threads(work, 8, timeout=45)
     assert errors == []
     assert int(r.get(counter_key)) == 400
     assert shared["n"] == 400
@@ -543,11 +548,7 @@ def test_three_masters_mutual_exclusion_between_threads(three_masters, ns):
         except BaseException as exc:  # noqa: BLE001
             errors.append(exc)
 
-    threads = [threading.Thread(target=work) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=40)
+    run_threads(work, 4, timeout=40)
     assert errors == []
     assert len(intervals) == 60
     assert_no_overlap(intervals)

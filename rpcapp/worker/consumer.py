@@ -220,7 +220,7 @@ class Worker:
         if first:
             for service in self.services:
                 # Our own pending entries from an earlier life with the same name.
-                self._sweep(service, dead={self.name}, own=True)
+                self._resolve_own(service, 0)
 
     def _beat(self) -> None:
         info = orjson.dumps(
@@ -261,20 +261,19 @@ class Worker:
         Redis failed mid-way through handling them)."""
         running = self._calls.running_ids() | self.executor.finishing_ids()
         for service in self.services:
-            for entry_id, fields in self.transport.own_idle_pending(service, self.name, STUCK_IDLE_MS):
-                if entry_id not in running:
-                    self.recovery.resolve(service, entry_id, fields)
+            self._resolve_own(service, STUCK_IDLE_MS, running)
 
-    def _sweep(self, service: str, dead: set[str] | None = None, own: bool = False) -> None:
-        if own:
-            rows = dict(self.transport.group_consumers(service))
-            while rows.get(self.name):
-                batch = self.transport.claim_pending(service, self.name, self.name)
-                for entry_id, _t, fields in batch:
+    def _resolve_own(self, service: str, idle_ms: int, skip: set[str] | frozenset[str] = frozenset()) -> None:
+        """Resolve own pending entries idle for ``idle_ms`` that no thread holds."""
+        while True:
+            batch = self.transport.own_idle_pending(service, self.name, idle_ms)
+            for entry_id, fields in batch:
+                if entry_id not in skip:
                     self.recovery.resolve(service, entry_id, fields)
-                if len(batch) < 100:
-                    break
-            return
+            if len(batch) < 100:
+                return
+
+    def _sweep(self, service: str, dead: set[str] | None = None) -> None:
         try:
             self.recovery.sweep(service, dead)
         except MissingGroup:

@@ -218,7 +218,7 @@ class Executor:
                 log.warning("ignoring a forged idempotency entry for %s: %s", req.procedure, exc)
                 return True
             first["id"] = req.id
-            self.transport.finish(service, entry_id, req.reply_to, self.signer.pack(first), self.limits.reply_ttl)
+            self.transport.finish_many([(service, entry_id, req.reply_to, self.signer.pack(first))], self.limits.reply_ttl)
         else:  # another call with this key is running; it will answer us
             self.transport.ack(service, entry_id)
         return False
