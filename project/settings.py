@@ -86,6 +86,7 @@ RPCAPP = {
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_BEAT_SCHEDULE = {
     "rpcapp-reap-providers": {"task": "rpcapp.tasks.reap_providers", "schedule": 10.0},
+    "rpcapp-relay-outbox": {"task": "rpcapp.tasks.relay_outbox", "schedule": 5.0},
 }
 
 LOGGING = {

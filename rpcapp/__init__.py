@@ -9,9 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 from .errors import RpcError
-from .registry import procedure
+from .registry import procedure, subscriber
 
-__all__ = ["RpcError", "procedure", "rpc"]
+__all__ = ["RpcError", "procedure", "publish", "rpc", "subscriber"]
 
 
 class _DefaultClient:
@@ -27,3 +27,16 @@ class _DefaultClient:
 
 
 rpc: Any = _DefaultClient()
+
+
+def publish(topic: str, payload: Any, *, on_commit: bool = False, using: str | None = None, timeout: float | None = None) -> str:
+    """Publish an event to every subscribing service; returns its id.
+
+    With ``on_commit=True`` the event is written to the outbox table in the
+    current database transaction and sent once it commits (nothing is sent on
+    rollback; if Redis is down then, the outbox relay sends it later)."""
+    if on_commit:
+        from .outbox import publish_on_commit
+
+        return publish_on_commit(topic, payload, using=using)
+    return rpc.publish(topic, payload, timeout=timeout)

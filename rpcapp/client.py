@@ -28,9 +28,11 @@ from .errors import (
     ServiceUnavailable,
     TransportError,
 )
+from .events import Publisher
 from .protocol import Request, Signer, now_ms
 from .registry import Registry, Spec, default_registry
 from .replies import ReplyListener, complete
+from .streams import AsyncCallStream, CallStream, StreamSink
 from .transport import Transport
 
 log = logging.getLogger("rpcapp.client")
@@ -49,6 +51,7 @@ class ClientSettings:
     reply_ttl: int = 60
     spec_cache_ttl: float = 5.0
     provider_cache_ttl: float = 1.0
+    stream_window: int = 64
 
 
 class Client:
@@ -72,6 +75,7 @@ class Client:
         self._listener: ReplyListener | None = None
         self._lock = threading.Lock()
         self._pid = -1
+        self._publisher = Publisher(self)
 
     # -- public API --------------------------------------------------------
     def call(self, name: str, /, *args: Any, timeout: float | None = None, idempotency_key: str | None = None, **kwargs: Any) -> Any:
@@ -113,12 +117,59 @@ class Client:
 
     def notify(self, name: str, /, *args: Any, **kwargs: Any) -> None:
         """Queue a call that gets no reply; returns once it is queued."""
+        self._notify(name, args, kwargs, once=False)
+
+    def notify_once(self, name: str, args: Sequence[Any], kwargs: dict[str, Any]) -> None:
+        """``notify`` trying Redis once (``ServiceUnavailable`` if it is away),
+        for relays that will try again later."""
+        self._notify(name, args, kwargs, once=True)
+
+    def _notify(self, name: str, args: Sequence[Any], kwargs: dict[str, Any], once: bool) -> None:
         spec = self._spec(name)
         args_, kwargs_ = spec.signature.bind(args, kwargs, name)
         deadline = self._deadline(spec, None)
         req = self._request(spec, args_, kwargs_, deadline, reply_to=None, idempotency_key=None)
         frame = self._pack(req)
-        self._enqueue([(spec.service, frame)], deadline, name)
+        self._enqueue([(spec.service, frame)], now_ms() if once else deadline, name)
+
+    def stream(self, name: str, /, *args: Any, timeout: float | None = None, **kwargs: Any) -> CallStream:
+        """Call a streaming procedure; iterate the result for its items.
+
+        ``timeout`` bounds the wait for each next item; the procedure's
+        deadline (catalog, ``@procedure(timeout=)``, else the default) bounds
+        the whole stream. Errors found before sending are raised here."""
+        listener, req, sink = self._open_stream(name, args, kwargs)
+        return CallStream(listener, req, sink, timeout, self.settings.stream_window)
+
+    def astream(self, name: str, /, *args: Any, timeout: float | None = None, **kwargs: Any) -> AsyncCallStream:
+        """``stream`` for ``async for``; the request is sent when iteration starts."""
+        return _LazyAsyncStream(self, name, args, kwargs, timeout)  # type: ignore[return-value]
+
+    def _open_stream(self, name: str, args: Sequence[Any], kwargs: dict[str, Any]) -> tuple[ReplyListener, Request, StreamSink]:
+        listener = self._ensure_listener()
+        spec = self._spec(name)
+        if not spec.stream:
+            raise InvalidParams(f"{name} is not a streaming procedure; use call()", procedure=name)
+        args_, kwargs_ = spec.signature.bind(args, kwargs, name)
+        deadline = self._deadline(spec, None)
+        req = self._request(spec, args_, kwargs_, deadline, listener.reply_key, None)
+        req.stream, req.window, req.idempotent = True, self.settings.stream_window, False
+        frame = self._pack(req)
+        sink = StreamSink(name, req.id, spec.signature.returns)
+        listener.track_stream(req, sink)
+        try:
+            self._check_providers(spec.service, deadline)
+            self._enqueue([(spec.service, frame)], deadline, name)
+        except RpcError:
+            listener.untrack_stream(req.id)
+            raise
+        return listener, req, sink
+
+    def publish(self, topic: str, payload: Any, *, timeout: float | None = None, event_id: str | None = None) -> str:
+        """Publish an event to every subscribing service (and broadcast handler);
+        returns the event id once it is queued. ``timeout`` bounds the retries
+        while Redis is unreachable (then ``ServiceUnavailable``)."""
+        return self._publisher.publish(topic, payload, timeout, _CALLER, event_id)
 
     def service(self, name: str) -> ServiceProxy:
         """A proxy: ``client.service("calculator").add(1, 2)``."""
@@ -348,6 +399,34 @@ class Client:
 
 
 _CALLER = f"{socket.gethostname()}:{os.getpid()}"
+
+
+class _LazyAsyncStream:
+    """What ``astream`` returns: opens the stream (in a thread) on first use."""
+
+    def __init__(self, client: Client, name: str, args: Sequence[Any], kwargs: dict[str, Any], timeout: float | None) -> None:
+        self._open = (client, name, args, kwargs, timeout)
+        self._stream: AsyncCallStream | None = None
+
+    def __aiter__(self) -> _LazyAsyncStream:
+        return self
+
+    async def __anext__(self) -> Any:
+        if self._stream is None:
+            client, name, args, kwargs, timeout = self._open
+            listener, req, sink = await asyncio.to_thread(client._open_stream, name, args, kwargs)
+            self._stream = AsyncCallStream(listener, req, sink, timeout, client.settings.stream_window)
+        return await self._stream.__anext__()
+
+    async def aclose(self) -> None:
+        if self._stream is not None:
+            await self._stream.aclose()
+
+    async def __aenter__(self) -> _LazyAsyncStream:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
 
 
 class ServiceProxy:

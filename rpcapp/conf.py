@@ -36,6 +36,10 @@ DEFAULTS: dict[str, Any] = {
     "EMBEDDED_DIR": None,  # None: <BASE_DIR>/var
     "CATALOG_REFRESH": 10.0,
     "LOCK_REDIS_URLS": [],
+    "EVENT_MAX_ATTEMPTS": 5,
+    "EVENT_RETRY_DELAY": 1.0,
+    "STREAM_WINDOW": 64,
+    "OUTBOX_BATCH": 500,
 }
 
 
@@ -60,6 +64,10 @@ class Conf:
     EMBEDDED_DIR: str | None
     CATALOG_REFRESH: float
     LOCK_REDIS_URLS: list[str]
+    EVENT_MAX_ATTEMPTS: int
+    EVENT_RETRY_DELAY: float
+    STREAM_WINDOW: int
+    OUTBOX_BATCH: int
 
     @property
     def embedded_dir(self) -> Path:

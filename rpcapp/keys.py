@@ -17,8 +17,16 @@ key                                type       bound
 ``ns:{svc}:recovery``              string     PX lock, a few seconds
 ``ns:{svc}:idem:<proc>:<key>``     string     TTL ``IDEMPOTENCY_TTL``
 ``ns:{svc}:idemw:<proc>:<key>``    list       TTL = the waiting call's deadline
+``ns:{svc}:delayed``               zset       event retries waiting for their backoff
+``ns:{svc}:credit:<call>``         list       a stream's acknowledgements; TTL = deadline
+``ns:topic:{<topic>}``             set        services subscribed to a topic
 ``ns:reply:{<client>}``            list       emptied by its listener; TTL ``REPLY_TTL``
+``ns:broadcast:<topic>``           channel    pub/sub, nothing stored
 =================================  =========  ======================================
+
+Events for a subscribing service travel in its request stream (the envelope
+has ``kind: "event"``), so they share its consumer group, its bound and its
+recovery.
 """
 
 from __future__ import annotations
@@ -70,6 +78,22 @@ def idempotency(ns: str, procedure: str, key: str) -> str:
 
 def idempotency_waiters(ns: str, procedure: str, key: str) -> str:
     return _svc(ns, service_of(procedure), f"idemw:{procedure}:{key}")
+
+
+def delayed(ns: str, service: str) -> str:
+    return _svc(ns, service, "delayed")
+
+
+def credit(ns: str, service: str, call_id: str) -> str:
+    return _svc(ns, service, f"credit:{call_id}")
+
+
+def topic_subscribers(ns: str, topic: str) -> str:
+    return f"{ns}:topic:{{{topic}}}"
+
+
+def broadcast(ns: str, topic: str) -> str:
+    return f"{ns}:broadcast:{topic}"
 
 
 def reply(ns: str, client_id: str) -> str:

@@ -122,8 +122,11 @@ class Request:
     idempotency_key: str | None = None
     idempotent: bool = False
     sent_at: int = field(default_factory=now_ms)
+    stream: bool = False  # a streaming call: items, then an end frame
+    window: int = 0  # streaming: items the worker may send ahead of the caller's acknowledgements
 
     def to_wire(self) -> dict[str, Any]:
+        extra: dict[str, Any] = {"stream": True, "window": self.window} if self.stream else {}
         return {
             "v": VERSION,
             "id": self.id,
@@ -138,6 +141,7 @@ class Request:
             "idempotency_key": self.idempotency_key,
             "idempotent": self.idempotent,
             "sent_at": self.sent_at,
+            **extra,
         }
 
     @classmethod
@@ -158,6 +162,8 @@ class Request:
                 idempotency_key=data.get("idempotency_key"),
                 idempotent=bool(data.get("idempotent", False)),
                 sent_at=int(data.get("sent_at") or 0),
+                stream=data.get("stream") is True,
+                window=int(data.get("window") or 0),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ProtocolError(f"malformed request: {exc}") from exc
@@ -168,6 +174,65 @@ class Request:
     @property
     def expired(self) -> bool:
         return now_ms() >= self.deadline
+
+
+@dataclass
+class Event:
+    """An event on its way to one subscribing service (``kind: "event"``).
+
+    ``handlers`` is None for a first delivery (every handler of the service
+    for the topic) and the names still to run on a retry."""
+
+    topic: str
+    payload: Any
+    service: str
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    publisher: str = ""
+    attempt: int = 1
+    handlers: list[str] | None = None
+    sent_at: int = field(default_factory=now_ms)
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "v": VERSION,
+            "kind": "event",
+            "id": self.id,
+            "topic": self.topic,
+            "payload": self.payload,
+            "service": self.service,
+            "publisher": self.publisher,
+            "attempt": self.attempt,
+            "handlers": self.handlers,
+            "sent_at": self.sent_at,
+        }
+
+    @classmethod
+    def from_wire(cls, data: Any) -> Event:
+        if not isinstance(data, dict) or data.get("v") != VERSION:
+            raise ProtocolError("event is not a version 1 object")
+        try:
+            handlers = _typed(data, "handlers", (list, type(None)))
+            if handlers is not None and not all(isinstance(h, str) for h in handlers):
+                raise TypeError("field 'handlers' has the wrong type")
+            return cls(
+                topic=_typed(data, "topic", str),
+                payload=data["payload"],
+                service=_typed(data, "service", str),
+                id=_typed(data, "id", str),
+                publisher=str(data.get("publisher", "")),
+                attempt=_typed(data, "attempt", int),
+                handlers=handlers,
+                sent_at=int(data.get("sent_at") or 0),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ProtocolError(f"malformed event: {exc}") from exc
+
+
+def decode_message(data: Any) -> Request | Event:
+    """A queued message: an event (``kind: "event"``) or a request."""
+    if isinstance(data, dict) and data.get("kind") == "event":
+        return Event.from_wire(data)
+    return Request.from_wire(data)
 
 
 def _typed(data: dict[str, Any], name: str, kind: type | tuple[type, ...]) -> Any:

@@ -73,8 +73,46 @@ class Procedure:
 
 
 @dataclass
+class Subscriber:
+    """A handler of one topic, run by the workers of ``service``."""
+
+    topic: str
+    service: str
+    func: Callable[[Any], Any]
+    broadcast: bool = False
+
+    @property
+    def name(self) -> str:
+        return f"{self.func.__module__}.{self.func.__qualname__}"
+
+
+@dataclass
 class Registry:
     procedures: dict[str, Procedure] = field(default_factory=dict)
+    subscribers: list[Subscriber] = field(default_factory=list)
+
+    def subscribe(self, sub: Subscriber) -> None:
+        for i, old in enumerate(self.subscribers):
+            if (old.topic, old.service, old.name) == (sub.topic, sub.service, sub.name):
+                self.subscribers[i] = sub  # a re-imported module: the newer function
+                return
+        self.subscribers.append(sub)
+
+    def handlers(self, service: str, topic: str, broadcast: bool = False) -> list[Subscriber]:
+        """The service's handlers of ``topic`` (durable ones, or broadcast ones)."""
+        return [s for s in self.subscribers if s.service == service and s.topic == topic and s.broadcast == broadcast]
+
+    def topics(self, services: list[str], broadcast: bool) -> dict[str, list[str]]:
+        """topic -> services among ``services`` with handlers of that kind."""
+        out: dict[str, list[str]] = {}
+        for s in self.subscribers:
+            if s.service in services and s.broadcast == broadcast and s.service not in out.get(s.topic, []):
+                out.setdefault(s.topic, []).append(s.service)
+        return out
+
+    def subscribing_services(self, topic: str) -> list[str]:
+        """Services with a durable handler of ``topic`` in this registry."""
+        return sorted({s.service for s in self.subscribers if s.topic == topic and not s.broadcast})
 
     def register(self, proc: Procedure) -> None:
         existing = self.procedures.get(proc.name)
@@ -92,7 +130,8 @@ class Registry:
         return self.procedures.get(name)
 
     def services(self) -> list[str]:
-        return sorted({p.spec.service for p in self.procedures.values()})
+        """Services with procedures or event handlers here."""
+        return sorted({p.spec.service for p in self.procedures.values()} | {s.service for s in self.subscribers})
 
     def for_service(self, service: str) -> list[Procedure]:
         return [p for p in self.procedures.values() if p.spec.service == service]
@@ -134,3 +173,32 @@ def procedure(
         return func
 
     return decorate
+
+
+def subscriber(
+    topic: str, *, service: str | None = None, broadcast: bool = False, registry: Registry | None = None
+) -> Callable[[Callable[[Any], Any]], Callable[[Any], Any]]:
+    """Run the decorated ``handler(payload)`` for every event published on ``topic``.
+
+    ``service`` is the subscribing service whose workers run it (default: the
+    name of the package holding the ``rpc.py`` module, e.g. ``demo`` for
+    ``demo/rpc.py``). Each subscribing service gets each event once, on one of
+    its workers; with ``broadcast=True`` the handler runs in every live worker
+    of the service instead."""
+    if not topic or any(c.isspace() for c in topic):
+        raise ValueError(f"topic {topic!r} must be a non-empty name without spaces")
+
+    def decorate(func: Callable[[Any], Any]) -> Callable[[Any], Any]:
+        svc = service or _package_of(func.__module__)
+        keys.service_of(f"{svc}.x")  # validates the service name
+        (registry or default_registry).subscribe(Subscriber(topic, svc, func, broadcast))
+        return func
+
+    return decorate
+
+
+def _package_of(module: str) -> str:
+    parts = module.split(".")
+    if len(parts) > 1 and parts[-1] == "rpc":
+        parts.pop()
+    return parts[-1]

@@ -18,9 +18,10 @@ from concurrent.futures import Future, InvalidStateError
 from typing import TYPE_CHECKING, Any
 
 from . import keys
-from .errors import PayloadTooLarge, ProtocolError, RpcError, RpcTimeout, ServiceUnavailable, error_from_wire
+from .errors import PayloadTooLarge, ProtocolError, RpcError, RpcTimeout, ServiceUnavailable, TransportError, error_from_wire
 from .protocol import Request, now_ms
 from .signature import _Mismatch, coerce
+from .streams import StreamSink
 
 if TYPE_CHECKING:
     from .client import Client
@@ -59,6 +60,7 @@ class ReplyListener(threading.Thread):
         self._timer_wake = threading.Condition(self._lock)
         self._needed = threading.Condition(self._lock)  # wakes the listener thread when it must read
         self._self_readers: set[str] = set()  # calls whose caller reads its reply itself
+        self._streams: dict[str, StreamSink] = {}  # streaming calls under way
         self._expired: dict[str, float] = {}  # timed-out calls whose late reply may come, until when
         # Held by whoever is blocked on the reply list; re-entrant, so that a call made
         # from a done-callback run by the reader reads its own reply.
@@ -112,6 +114,33 @@ class ReplyListener(threading.Thread):
             else:
                 self._needed.notify()
 
+    def track_stream(self, req: Request, sink: StreamSink) -> None:
+        """Route the frames of streaming call ``req`` to ``sink`` until its end frame."""
+        with self._lock:
+            if self._stop_event.is_set():
+                sink.fail(ServiceUnavailable("the client was closed", procedure=req.procedure))
+                return
+            self._streams[req.id] = sink
+            heapq.heappush(self._deadlines, (req.deadline, req.id))
+            if self._deadlines[0][1] == req.id:
+                self._timer_wake.notify()
+            self._needed.notify()
+
+    def untrack_stream(self, call_id: str) -> None:
+        """The caller stopped iterating: frames still coming are dropped quietly."""
+        with self._lock:
+            if self._streams.pop(call_id, None) is not None and len(self._expired) < 100_000:
+                self._expired[call_id] = time.monotonic() + self.client.settings.reply_ttl
+
+    def grant(self, req: Request, message: bytes) -> None:
+        """Tell the worker running stream ``req`` what was consumed (or to stop);
+        best effort: a lost message is made up by the next, or by the deadline."""
+        try:
+            ttl_ms = req.deadline - now_ms() + 5000
+            self.client.transport.grant(keys.service_of(req.procedure), req.id, message, ttl_ms)
+        except TransportError as exc:
+            log.debug("could not reach the worker of stream %s: %s", req.id, exc)
+
     def read_for(self, fut: Future[Any]) -> None:
         """Read the reply list in the caller's own thread until ``fut`` is done
         (no hand-off between threads), if no one else is reading it; replies
@@ -140,7 +169,7 @@ class ReplyListener(threading.Thread):
                 if first is None:
                     continue
                 self._deliver_safely(first)
-                frames = transport.take_replies(self.reply_key) if self._pending else []
+                frames = transport.take_replies(self.reply_key) if self._pending or self._streams else []
             except Exception:  # leave the reading (and any retrying) to the listener thread
                 return
             for frame in frames:
@@ -154,6 +183,11 @@ class ReplyListener(threading.Thread):
             complete(entry[0], exc=exc)
 
     def expire(self, call_id: str) -> None:
+        with self._lock:
+            sink = self._streams.pop(call_id, None)
+        if sink is not None:
+            sink.fail(RpcTimeout("the stream's deadline passed", procedure=sink.procedure, call_id=call_id))
+            return
         with self._lock:
             entry = self._pending.pop(call_id, None)
             self._self_readers.discard(call_id)
@@ -177,6 +211,9 @@ class ReplyListener(threading.Thread):
             pending = list(self._pending.items())
             self._pending.clear()
             self._self_readers.clear()
+            sinks, self._streams = list(self._streams.items()), {}
+        for call_id, sink in sinks:
+            sink.fail(ServiceUnavailable("the client was closed", procedure=sink.procedure, call_id=call_id))
         for call_id, (fut, _, procedure) in pending:
             complete(fut, exc=ServiceUnavailable("the client was closed", procedure=procedure, call_id=call_id))
         while True:  # calls queued for the sender thread
@@ -196,7 +233,7 @@ class ReplyListener(threading.Thread):
             if until > now:
                 break
             del self._expired[call_id]
-        return len(self._pending) > len(self._self_readers) or bool(self._expired)
+        return len(self._pending) > len(self._self_readers) or bool(self._expired) or bool(self._streams)
 
     def run(self) -> None:
         delay = 0.05
@@ -217,7 +254,7 @@ class ReplyListener(threading.Thread):
                     continue
                 self._deliver_safely(first)
                 # More calls in flight: take what else has arrived in one trip.
-                frames = self.client.transport.take_replies(self.reply_key) if self._pending else []
+                frames = self.client.transport.take_replies(self.reply_key) if self._pending or self._streams else []
                 delay = 0.05
             except Exception as exc:  # a TransportError, or a client closed under us
                 if self._stop_event.is_set():
@@ -246,11 +283,18 @@ class ReplyListener(threading.Thread):
             log.warning("rejected a reply: %s", exc)
             return
         with self._lock:
+            sink = self._streams.get(call_id)
+        if sink is not None:
+            if sink.deliver(data):
+                with self._lock:
+                    self._streams.pop(call_id, None)
+            return
+        with self._lock:
             entry = self._pending.pop(call_id, None)
             self._self_readers.discard(call_id)
-            if len(self._deadlines) > 2 * len(self._pending) + 256:
+            if len(self._deadlines) > 2 * (len(self._pending) + len(self._streams)) + 256:
                 # Answered calls linger in the heap until their deadline: compact.
-                self._deadlines = [d for d in self._deadlines if d[1] in self._pending]
+                self._deadlines = [d for d in self._deadlines if d[1] in self._pending or d[1] in self._streams]
                 heapq.heapify(self._deadlines)
         if entry is None:
             with self._lock:
@@ -281,7 +325,7 @@ class ReplyListener(threading.Thread):
                 now = now_ms()
                 while self._deadlines and self._deadlines[0][0] <= now:
                     _, call_id = heapq.heappop(self._deadlines)
-                    if call_id in self._pending:
+                    if call_id in self._pending or call_id in self._streams:
                         expired.append(call_id)
                 if not expired:
                     wait = (self._deadlines[0][0] - now) / 1000 if self._deadlines else 1.0

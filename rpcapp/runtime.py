@@ -38,6 +38,7 @@ def client_settings() -> ClientSettings:
         max_queue_length=c.MAX_QUEUE_LENGTH,
         provider_ttl=c.PROVIDER_TTL,
         reply_ttl=c.REPLY_TTL,
+        stream_window=c.STREAM_WINDOW,
     )
 
 
@@ -54,6 +55,8 @@ def worker_settings(**overrides: Any) -> WorkerSettings:
         "idempotency_ttl": c.IDEMPOTENCY_TTL,
         "max_queue_length": c.MAX_QUEUE_LENGTH,
         "dead_letter_max": c.DEAD_LETTER_MAX,
+        "event_max_attempts": c.EVENT_MAX_ATTEMPTS,
+        "event_retry_delay": c.EVENT_RETRY_DELAY,
         "lock_factory": _lock_factory,
     }
     values.update(overrides)

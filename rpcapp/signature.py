@@ -14,6 +14,7 @@ import inspect
 import types
 import typing
 import uuid
+from collections import abc
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,6 +51,8 @@ def describe(hint: Any) -> Desc:
         if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
             return ["list", describe(args[0])]
         return ["list", describe(args[0]) if len(args) == 1 else "any"]
+    if origin in (abc.Iterator, abc.Iterable, abc.Generator, abc.AsyncIterator, abc.AsyncGenerator):
+        return describe(args[0]) if args else "any"  # a streaming procedure: its items
     if hint is dict or origin is dict:
         return ["dict", describe(args[1]) if len(args) == 2 else "any"]
     return "any"

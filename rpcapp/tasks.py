@@ -18,3 +18,11 @@ def reap_providers() -> int:
         return sum(worker.recovery.sweep(service) for service in worker.services)
     finally:
         worker.transport.close()
+
+
+@shared_task(name="rpcapp.tasks.relay_outbox")
+def relay_outbox() -> int:
+    """Send outbox rows left behind (Redis was away when their transaction committed)."""
+    from .outbox import relay
+
+    return relay()

@@ -24,6 +24,7 @@ from ..errors import TransportError
 from ..protocol import Signer, now_ms
 from ..registry import Registry
 from ..transport import MissingGroup, Transport
+from .broadcast import BroadcastListener
 from .executor import Executor, Limits
 from .recovery import Recovery
 from .slots import CallThreads
@@ -48,6 +49,8 @@ class WorkerSettings:
     max_queue_length: int = 100_000
     dead_letter_max: int = 10_000
     block_ms: int = 1000
+    event_max_attempts: int = 5
+    event_retry_delay: float = 1.0
     max_calls: int | None = None  # stop (drained) after this many calls
     hooks: list[Any] = field(default_factory=list)
     lock_factory: Callable[[str, float], Any] | None = None  # (name, ttl) -> a lock with acquire/release
@@ -84,7 +87,10 @@ class Worker:
         if unknown:
             raise ValueError(f"no procedures registered for service(s) {sorted(unknown)}")
         self.name = name or provider_id()
-        limits = Limits(s.max_request_bytes, s.max_reply_bytes, s.reply_ttl, s.idempotency_ttl, s.dead_letter_max)
+        limits = Limits(
+            s.max_request_bytes, s.max_reply_bytes, s.reply_ttl, s.idempotency_ttl, s.dead_letter_max,
+            s.event_max_attempts, s.event_retry_delay,
+        )
         self.executor = Executor(transport, signer, registry, limits, self.name, s.hooks, s.lock_factory)
         self.recovery = Recovery(self.executor, self.name, s.provider_ttl, s.max_deliveries, s.max_queue_length)
         self.started_at = time.time()
@@ -96,6 +102,10 @@ class Worker:
         self._read_delay = 0.05
         self._turn = 0
         self._heartbeat: threading.Thread | None = None
+        self._event_services = sorted({svc for svcs in registry.topics(self.services, False).values() for svc in svcs})
+        self.broadcasts: BroadcastListener | None = None
+        if registry.topics(self.services, True):
+            self.broadcasts = BroadcastListener(self.executor, self.services)
 
     # -- lifecycle ----------------------------------------------------------
     def start(self) -> None:
@@ -104,6 +114,9 @@ class Worker:
         self._calls.start()
         self._heartbeat = threading.Thread(target=self._heartbeat_loop, name="rpcapp-heartbeat", daemon=True)
         self._heartbeat.start()
+        if self.broadcasts is not None:
+            self.broadcasts.start()
+            self.broadcasts.ready.wait(2.0)
         log.info("worker %s serving %s (concurrency %d)", self.name, ", ".join(self.services), self.settings.concurrency)
 
     def run(self) -> None:
@@ -119,6 +132,8 @@ class Worker:
         grace = self.settings.drain_grace if grace is None else grace
         self.state = "draining"
         self._stopping.set()
+        if self.broadcasts is not None:
+            self.broadcasts.stop()
         try:
             self._beat()
         except TransportError:
@@ -216,6 +231,7 @@ class Worker:
             self.transport.ensure_group(service)
             specs = {p.name: self.executor.signer.pack(p.spec.to_wire()) for p in self.registry.for_service(service)}
             self.transport.publish_specs(service, specs)
+        self.transport.subscribe_topics(self.registry.topics(self.services, broadcast=False))
         self._beat()
         if first:
             for service in self.services:
@@ -246,6 +262,8 @@ class Worker:
             try:
                 self._beat()
                 self.executor.retry_unfinished()
+                for service in self._event_services:  # event retries whose backoff is over
+                    self.transport.release_due(service, now_ms(), self.settings.max_queue_length)
                 for service in self.services:
                     self._sweep(service)
                 rotation += 1

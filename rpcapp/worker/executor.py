@@ -19,6 +19,7 @@ from typing import Any
 from .. import context
 from ..combiner import Combiner
 from ..errors import (
+    InvalidParams,
     LockNotAcquired,
     PayloadTooLarge,
     ProcedureNotFound,
@@ -27,10 +28,12 @@ from ..errors import (
     RpcError,
     TransportError,
 )
-from ..protocol import Request, Signer, now_ms, reply_error, reply_ok
+from ..protocol import Event, Request, Signer, decode_message, now_ms, reply_error, reply_ok
 from ..registry import Registry
 from ..transport import Transport
+from .events import EventRunner
 from .hooks import run_hooks
+from .streaming import Pump, StreamCancelled
 
 log = logging.getLogger("rpcapp.worker")
 
@@ -42,6 +45,8 @@ class Limits:
     reply_ttl: int
     idempotency_ttl: int
     dead_letter_max: int
+    event_max_attempts: int = 5
+    event_retry_delay: float = 1.0
 
 
 class Executor:
@@ -67,6 +72,7 @@ class Executor:
         self._unfinished_lock = threading.Lock()
         self._finishing: set[str] = set()
         self._finisher: Combiner[tuple[str, str, str | None, bytes | None]] = Combiner(self._finish_many)
+        self.events = EventRunner(self)
 
     def _finish_many(self, items: list[tuple[str, str, str | None, bytes | None]]) -> None:
         try:
@@ -109,9 +115,12 @@ class Executor:
         raw = fields.get(b"m", b"")
         taken_at = now_ms()
         try:
-            req = Request.from_wire(self.signer.unpack(raw, self.limits.max_request_bytes))
+            req = decode_message(self.signer.unpack(raw, self.limits.max_request_bytes))
         except (ProtocolError, PayloadTooLarge) as exc:
             self.reject(service, entry_id, raw, f"rejected: {exc.message}")
+            return
+        if isinstance(req, Event):
+            self.events.handle(service, entry_id, req)
             return
         if req.expired:
             self.transport.ack(service, entry_id)
@@ -122,14 +131,20 @@ class Executor:
             if not self._claim(service, entry_id, req):
                 return
         reply = self.run(req, taken_at)
+        if req.stream:
+            reply["end"] = True
         frame = self._pack(req, reply)
         if req.idempotency_key and req.reply_to is not None:
             self._complete(req, reply)
-        with self._unfinished_lock:
-            self._finishing.add(entry_id)
-        self._finisher.submit((service, entry_id, req.reply_to, frame))
+        self.finish(service, entry_id, req.reply_to, frame)
         with self._unfinished_lock:
             self.calls_served += 1
+
+    def finish(self, service: str, entry_id: str, reply_to: str | None, frame: bytes | None) -> None:
+        """Send the reply (if any) and retire the entry, batched with other threads'."""
+        with self._unfinished_lock:
+            self._finishing.add(entry_id)
+        self._finisher.submit((service, entry_id, reply_to, frame))
 
     def reject(self, service: str, entry_id: str | None, raw: bytes, reason: str) -> None:
         log.warning("message %s on %s %s", entry_id, service, reason)
@@ -147,9 +162,16 @@ class Executor:
                 raise ProcedureNotFound(f"no procedure {req.procedure!r} on this worker", procedure=req.procedure)
             args, kwargs = proc.spec.signature.bind(req.args, req.kwargs, req.procedure)
             ctx = context.CallContext(req.id, req.procedure, req.trace_id, req.deadline, self.provider)
+            if proc.spec.stream != req.stream:
+                how = "rpc.stream()" if proc.spec.stream else "rpc.call()"
+                raise InvalidParams(f"{req.procedure} must be called with {how}", procedure=req.procedure)
             with context.running(ctx), self._guard(proc, req, args, kwargs):
                 result = proc.func(*args, **kwargs)
+                if req.stream:
+                    result = Pump(self.transport, self.signer, req, self.limits.max_reply_bytes, self.limits.reply_ttl).run(result)
             reply = reply_ok(req.id, result, **meta)
+        except StreamCancelled:
+            reply = reply_error(req.id, {"code": "cancelled", "message": "the caller stopped iterating"}, **meta)
         except RpcError as exc:
             run_hooks(self.hooks, "on_error", req, exc, reverse=True)
             reply = reply_error(req.id, exc.to_wire(), **meta)

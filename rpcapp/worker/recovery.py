@@ -14,7 +14,7 @@ import uuid
 
 from .. import keys
 from ..errors import PayloadTooLarge, ProtocolError, WorkerLost
-from ..protocol import Request, now_ms, reply_error
+from ..protocol import Event, Request, decode_message, now_ms, reply_error
 from .executor import Executor
 
 log = logging.getLogger("rpcapp.recovery")
@@ -68,11 +68,13 @@ class Recovery:
         raw = fields.get(b"m", b"")
         deliveries = int(fields.get(b"n", b"1"))
         try:
-            req = Request.from_wire(self.ex.signer.unpack(raw, self.ex.limits.max_request_bytes))
+            req = decode_message(self.ex.signer.unpack(raw, self.ex.limits.max_request_bytes))
         except (ProtocolError, PayloadTooLarge) as exc:
             self.ex.reject(service, entry_id, raw, f"rejected: {exc.message}")
             return
-        if req.expired:
+        if isinstance(req, Event):
+            self._resolve_event(service, entry_id, raw, req, deliveries)
+        elif req.expired:
             self.transport.ack(service, entry_id)
             self.transport.incr(service, "expired")
             if req.idempotency_key:  # free the key; waiters get the same answer as a lost call
@@ -91,6 +93,18 @@ class Recovery:
             self.transport.ack(service, entry_id)
             self.transport.incr(service, "lost")
             self._answer_lost(req, f"the worker running {req.procedure} died; it may or may not have run")
+
+    def _resolve_event(self, service: str, entry_id: str, raw: bytes, event: Event, deliveries: int) -> None:
+        """An event whose worker died while handling it: delivered again (its
+        handlers may see it twice), parked after ``max_deliveries``."""
+        if deliveries >= self.max_deliveries:
+            reason = f"event {event.id} on {event.topic!r} parked: its worker was lost {deliveries} times"
+            self.transport.dead_letter(service, entry_id, raw, reason, self.ex.limits.dead_letter_max)
+            self.transport.incr(service, "events_parked")
+            log.error("%s", reason)
+        else:
+            self.transport.requeue(service, entry_id, raw, deliveries + 1, self.max_queue_length)
+            self.transport.incr(service, "redelivered")
 
     def _answer_lost(self, req: Request, message: str, reply: bool = True) -> None:
         answer = reply_error(req.id, WorkerLost(message).to_wire(), provider=self.me)

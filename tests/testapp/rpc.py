@@ -8,9 +8,10 @@ import os
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
-from rpcapp import procedure, rpc
+from rpcapp import procedure, rpc, subscriber
 
 RUNS: dict[str, int] = {}
 _lock = threading.Lock()
@@ -131,3 +132,110 @@ def touch(path: str) -> int:
     with open(path, "a") as f:
         f.write(f"{os.getpid()}\n")
     return os.getpid()
+
+
+# -- streaming ------------------------------------------------------------
+STREAMS: dict[str, dict[str, Any]] = {}  # key -> {"produced": n, "closed": bool} (in-thread workers)
+
+
+@procedure("tests.count_up", stream=True, timeout=30.0)
+def count_up(n: int, delay: float = 0.0) -> Iterator[int]:
+    """Yields 0 .. n-1, sleeping ``delay`` before each."""
+    for i in range(n):
+        if delay:
+            time.sleep(delay)
+        yield i
+
+
+@procedure("tests.tracked_stream", stream=True, timeout=60.0)
+def tracked_stream(key: str, n: int, delay: float = 0.0) -> Iterator[int]:
+    """Like count_up, recording how far the worker got and whether it was closed."""
+    state = STREAMS.setdefault(key, {"produced": 0, "closed": False})
+    try:
+        for i in range(n):
+            if delay:
+                time.sleep(delay)
+            state["produced"] = i + 1
+            yield i
+    finally:
+        state["closed"] = True
+
+
+@procedure("tests.stream_fail", stream=True)
+def stream_fail(n: int) -> Iterator[int]:
+    yield from range(n)
+    raise ValueError(f"failed after {n}")
+
+
+@procedure("tests.stream_when", stream=True)
+def stream_when(n: int) -> Iterator[dt.datetime]:
+    for i in range(n):
+        yield dt.datetime(2026, 1, 1, tzinfo=dt.UTC) + dt.timedelta(days=i)
+
+
+@procedure("tests.stream_big", stream=True)
+def stream_big(size: int) -> Iterator[str]:
+    yield "small"
+    yield "x" * size
+
+
+@procedure("tests.stream_short", stream=True, timeout=1.0)
+def stream_short(n: int, delay: float) -> Iterator[int]:
+    """A stream whose whole deadline (1 s) is shorter than it takes."""
+    for i in range(n):
+        time.sleep(delay)
+        yield i
+
+
+# -- events -----------------------------------------------------------------
+def _record(key: str, field: str) -> int:
+    """HINCRBY in the Redis under test: handlers in worker processes report here."""
+    from rpcapp import conf
+
+    client = _redis_clients.get(conf.redis_url())
+    if client is None:
+        import redis
+
+        client = _redis_clients.setdefault(conf.redis_url(), redis.Redis.from_url(conf.redis_url()))
+    return int(client.hincrby(f"{conf.get().NAMESPACE}:test:{key}", field, 1))
+
+
+_redis_clients: dict[str, Any] = {}
+
+
+@subscriber("tests.happened", service="audit")
+def audit_happened(payload: dict[str, Any]) -> None:
+    _record("audit", str(payload["n"]))
+    _record("audit-by", str(os.getpid()))
+
+
+@subscriber("tests.happened", service="mailer")
+def mailer_happened(payload: dict[str, Any]) -> None:
+    _record("mailer", str(payload["n"]))
+    time.sleep(float(payload.get("sleep", 0)))
+
+
+@subscriber("tests.happened", service="mailer", broadcast=True)
+def mailer_cache(payload: dict[str, Any]) -> None:
+    _record("broadcast", f"{os.getpid()}:{payload['n']}")
+
+
+@subscriber("tests.flaky", service="audit")
+def flaky(payload: dict[str, Any]) -> None:
+    """Fails its first ``fails`` attempts for a payload, then succeeds."""
+    attempt = _record("flaky", str(payload["n"]))
+    if attempt <= int(payload["fails"]):
+        raise RuntimeError(f"attempt {attempt} fails")
+
+
+@subscriber("tests.flaky", service="audit")
+def steady(payload: dict[str, Any]) -> None:
+    """A second handler of the same topic: must run once, not on every retry."""
+    _record("steady", str(payload["n"]))
+
+
+@subscriber("tests.flaky", service="mailer", broadcast=True)
+def flaky_broadcast(payload: dict[str, Any]) -> None:
+    attempt = _record("flaky-broadcast", str(payload["n"]))
+    if attempt <= int(payload["fails"]):
+        raise RuntimeError(f"broadcast attempt {attempt} fails")

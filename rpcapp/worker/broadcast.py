@@ -1,0 +1,106 @@
+"""Layer 2: ``broadcast=True`` event handlers, run in every live worker.
+
+A thread subscribes (Redis pub/sub) to the broadcast channels of the topics
+that the worker's services handle. Broadcast events are not stored: a worker
+that is down (or reconnecting) when one is published does not see it. A
+failing handler is retried in this thread after a backoff, then parked in
+its service's dead-letter stream like a durable event.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import threading
+import time
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+from ..errors import PayloadTooLarge, ProtocolError
+from ..protocol import Event
+from .events import parked_reason, retry_delay, run_handlers, select
+
+if TYPE_CHECKING:
+    from .executor import Executor
+
+log = logging.getLogger("rpcapp.events")
+
+
+class BroadcastListener(threading.Thread):
+    def __init__(self, executor: Executor, services: list[str]) -> None:
+        super().__init__(name="rpcapp-broadcast", daemon=True)
+        self.ex = executor
+        self.topics = executor.registry.topics(services, broadcast=True)
+        self.ready = threading.Event()  # set once subscribed
+        self.stopping = threading.Event()
+        self.handled = 0
+        self._retries: list[tuple[float, int, str, Event]] = []  # (due, seq, service, event)
+        self._seq = itertools.count()
+
+    def run(self) -> None:
+        delay = 0.05
+        while not self.stopping.is_set():
+            sub = None
+            try:
+                sub = self.ex.transport.listen(list(self.topics))
+                self.ready.set()
+                delay = 0.05
+                while not self.stopping.is_set():
+                    got = sub.get(timeout=self._wait())
+                    if got is not None:
+                        self._receive(*got)
+                    self._run_due()
+            except Exception as exc:  # TransportError: resubscribe with backoff
+                self.ready.clear()
+                log.warning("broadcast subscription failed (%s); retrying in %.2fs", exc, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 1.0)
+            finally:
+                if sub is not None:
+                    sub.close()
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    def _wait(self) -> float:
+        if self._retries:
+            return max(0.0, min(1.0, self._retries[0][0] - time.monotonic()))
+        return 1.0
+
+    def _receive(self, topic: str, frame: bytes) -> None:
+        try:
+            event = Event.from_wire(self.ex.signer.unpack(frame, self.ex.limits.max_request_bytes))
+        except (ProtocolError, PayloadTooLarge) as exc:
+            log.warning("rejected a broadcast on %r: %s", topic, exc)
+            return
+        if event.topic != topic:
+            log.warning("rejected a broadcast on %r carrying topic %r", topic, event.topic)
+            return
+        for service in self.topics.get(topic, []):
+            self._run(service, replace(event, service=service))
+
+    def _run(self, service: str, event: Event) -> None:
+        subs = select(self.ex.registry.handlers(service, event.topic, broadcast=True), event.handlers)
+        failed = run_handlers(subs, event.payload)
+        self.handled += 1
+        if not failed:
+            return
+        again = replace(event, attempt=event.attempt + 1, handlers=[name for name, _ in failed])
+        if event.attempt < self.ex.limits.event_max_attempts:
+            due = time.monotonic() + retry_delay(self.ex.limits.event_retry_delay, event.attempt)
+            heapq.heappush(self._retries, (due, next(self._seq), service, again))
+            return
+        reason = parked_reason(event, failed)
+        try:
+            self.ex.transport.dead_letter(service, None, self.ex.signer.pack(again.to_wire()), reason, self.ex.limits.dead_letter_max)
+            self.ex.transport.incr(service, "events_parked")
+        except Exception as exc:  # parking is best effort for broadcasts
+            log.warning("could not park a broadcast event: %s", exc)
+        log.error("%s", reason.splitlines()[0])
+
+    def _run_due(self) -> None:
+        now = time.monotonic()
+        while self._retries and self._retries[0][0] <= now:
+            _, _, service, event = heapq.heappop(self._retries)
+            self._run(service, event)
