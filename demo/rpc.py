@@ -1,8 +1,16 @@
-"""The demo's procedures: the classic calculator and Fibonacci examples."""
+"""The demo's procedures (calculator, Fibonacci, inventory under a lock)
+and its ``orders.created`` event with its subscribers."""
 
 from __future__ import annotations
 
-from rpcapp import procedure
+import logging
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+from rpcapp import procedure, publish, subscriber
+
+log = logging.getLogger("demo")
 
 
 @procedure("calculator.add", timeout=2.0, idempotent=True)
@@ -59,3 +67,49 @@ def reserve(sku: str, qty: int) -> dict[str, int | str]:
         raise ValueError(f"only {left} of {sku} left")
     STOCK[sku] = left - qty
     return {"sku": sku, "reserved": qty, "left": left - qty}
+
+
+@procedure("math.fib_sequence", stream=True, timeout=30.0)
+def fib_sequence(count: int) -> Iterator[int]:
+    """Stream the first ``count`` Fibonacci numbers (at most 93), one by one."""
+    if count < 0 or count > 93:
+        raise ValueError("count must be between 0 and 93")
+    a, b = 0, 1
+    for _ in range(count):
+        yield a
+        a, b = b, a + b
+
+
+@procedure("orders.place", timeout=5.0)
+def place(sku: str, qty: int, email: str) -> dict[str, Any]:
+    """Reserve stock (a nested call to the lock-guarded ``inventory.reserve``)
+    and publish ``orders.created``; returns the order."""
+    from rpcapp import rpc
+
+    reserved = rpc.call("inventory.reserve", sku, qty)
+    order = {"order": _next_order(), "sku": sku, "qty": qty, "email": email, "left": reserved["left"]}
+    publish("orders.created", order)
+    return order
+
+
+def _next_order() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+CONFIRMATIONS: list[Any] = []  # orders confirmed by this worker
+RECENT_ORDERS: list[Any] = []  # every worker's view of the latest orders (broadcast)
+
+
+@subscriber("orders.created", service="notifications")
+def send_confirmation(payload: dict[str, Any]) -> None:
+    """Once per order, on one ``notifications`` worker: "send" the email."""
+    log.info("order %s: confirmation sent to %s", payload["order"], payload.get("email"))
+    CONFIRMATIONS.append(payload["order"])
+
+
+@subscriber("orders.created", service="notifications", broadcast=True)
+def remember_order(payload: dict[str, Any]) -> None:
+    """In every ``notifications`` worker: keep an in-memory list of recent orders
+    (the kind of per-process cache a broadcast keeps fresh)."""
+    RECENT_ORDERS.append(payload["order"])
+    del RECENT_ORDERS[:-100]

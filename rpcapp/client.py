@@ -171,6 +171,14 @@ class Client:
         while Redis is unreachable (then ``ServiceUnavailable``)."""
         return self._publisher.publish(topic, payload, timeout, _CALLER, event_id)
 
+    def parked_events(self, service: str, count: int = 100) -> list[dict[str, Any]]:
+        """Events whose handlers kept failing in ``service``, newest first."""
+        return self._publisher.parked(service, count)
+
+    def replay_event(self, service: str, entry: str) -> bool:
+        """Deliver a parked event (``parked_events()[i]["entry"]``) again."""
+        return self._publisher.replay(service, entry)
+
     def service(self, name: str) -> ServiceProxy:
         """A proxy: ``client.service("calculator").add(1, 2)``."""
         return ServiceProxy(self, name)

@@ -18,7 +18,9 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from .errors import InvalidParams, ServiceUnavailable, TransportError
+from dataclasses import replace
+
+from .errors import InvalidParams, PayloadTooLarge, ProtocolError, ServiceUnavailable, TransportError
 from .protocol import Event, now_ms
 
 if TYPE_CHECKING:
@@ -86,3 +88,36 @@ class Publisher:
         with self._lock:
             self._cache[topic] = (time.monotonic() + SUBSCRIBERS_CACHE_TTL, remote)
         return local | remote
+
+    def parked(self, service: str, count: int = 100) -> list[dict[str, Any]]:
+        """The service's parked events, newest first: entry, id, topic, payload,
+        attempts, handlers still to run, reason, parked_at (ms)."""
+        out = []
+        for entry_id, fields in self.client.transport.dead_letters(service, count):
+            try:
+                event = Event.from_wire(self.client.signer.unpack(fields.get("m", b"")))
+            except (ProtocolError, PayloadTooLarge):
+                continue  # a rejected request, not an event
+            reason = fields.get("reason", b"")
+            out.append(
+                {
+                    "entry": entry_id,
+                    "id": event.id,
+                    "topic": event.topic,
+                    "payload": event.payload,
+                    "attempts": event.attempt - 1,
+                    "handlers": event.handlers,
+                    "reason": reason.decode(errors="replace") if isinstance(reason, bytes) else str(reason),
+                    "parked_at": int(fields.get("at", b"0") or 0),
+                }
+            )
+        return out
+
+    def replay(self, service: str, entry: str) -> bool:
+        """Queue a parked event again (its failed handlers, attempts counted afresh)."""
+        for parked in self.parked(service, 10_000):
+            if parked["entry"] == entry:
+                event = Event(parked["topic"], parked["payload"], service, id=parked["id"], handlers=parked["handlers"])
+                frame = self.client.signer.pack(replace(event, attempt=1).to_wire())
+                return self.client.transport.replay_dead(service, entry, frame, self.client.settings.max_queue_length)
+        return False

@@ -460,6 +460,14 @@ class Transport:
         return int(self._release_due(keys=[keys.requests(self.ns, service), keys.delayed(self.ns, service)], args=[now, maxlen]))
 
     @_guard
+    def replay_dead(self, service: str, entry_id: str, frame: bytes, maxlen: int) -> bool:
+        """Queue ``frame`` again and drop dead letter ``entry_id``; False if it was gone."""
+        if not self.redis.xdel(keys.dead_letters(self.ns, service), entry_id):
+            return False
+        self.redis.xadd(keys.requests(self.ns, service), {"m": frame}, maxlen=maxlen, approximate=True)
+        return True
+
+    @_guard
     def listen(self, channels: list[str]) -> Subscription:
         pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
         pubsub.subscribe(*[keys.broadcast(self.ns, c) for c in channels])

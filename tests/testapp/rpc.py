@@ -212,6 +212,7 @@ def audit_happened(payload: dict[str, Any]) -> None:
 @subscriber("tests.happened", service="mailer")
 def mailer_happened(payload: dict[str, Any]) -> None:
     _record("mailer", str(payload["n"]))
+    _record("mailer-by", str(os.getpid()))
     time.sleep(float(payload.get("sleep", 0)))
 
 
@@ -239,3 +240,10 @@ def flaky_broadcast(payload: dict[str, Any]) -> None:
     attempt = _record("flaky-broadcast", str(payload["n"]))
     if attempt <= int(payload["fails"]):
         raise RuntimeError(f"broadcast attempt {attempt} fails")
+
+
+@subscriber("tests.crashy", service="audit")
+def crashy(payload: dict[str, Any]) -> None:
+    """Kills its worker process on the first delivery of each payload."""
+    if _record("crashy", str(payload["n"])) == 1:
+        os._exit(13)
