@@ -16,9 +16,8 @@ import logging
 import threading
 import time
 import uuid
-from typing import TYPE_CHECKING, Any
-
 from dataclasses import replace
+from typing import TYPE_CHECKING, Any
 
 from .errors import InvalidParams, PayloadTooLarge, ProtocolError, ServiceUnavailable, TransportError
 from .protocol import Event, now_ms
