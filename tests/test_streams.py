@@ -171,3 +171,20 @@ def test_a_worker_killed_mid_stream_ends_it_with_worker_lost(client: Any, proces
                 proc.kill()
                 processes.start("--service", "tests")  # a live worker recovers the lost call
     assert got[:4] == [0, 1, 2, 3]
+
+
+def test_async_django_views_call_and_stream(settings: Any, client: Any, worker: Any) -> None:
+    from django.test import AsyncClient
+
+    settings.ROOT_URLCONF = "tests.testapp.urls"
+
+    async def run() -> tuple[Any, str]:
+        http = AsyncClient()
+        total = await http.get("/total/", {"a": 2, "b": 3})
+        counting = await http.get("/counting/", {"n": 5})
+        body = b"".join([chunk async for chunk in counting.streaming_content]).decode()
+        return total.json(), body
+
+    total, body = asyncio.run(run())
+    assert total == {"sum": 5}
+    assert body == "0\n1\n2\n3\n4\n"
