@@ -180,3 +180,33 @@ def test_the_demo_order_event(client: Any, caplog: Any) -> None:
         publish("orders.created", {"order": 42, "email": "ann@example.com"})
         wait_for(lambda: 42 in demo.CONFIRMATIONS, 5, message="the confirmation")
         wait_for(lambda: demo.RECENT_ORDERS and demo.RECENT_ORDERS[-1] == 42, 5, message="the broadcast")
+
+
+@pytest.mark.django_db
+def test_the_admin_lists_parked_events_and_replays_one(event_conf: dict[str, Any], client: Any, tally: Tally, admin_client: Any) -> None:
+    from django.contrib.admin.models import LogEntry
+    from django.urls import reverse
+
+    with running_worker(["audit"]):
+        publish("tests.flaky", {"n": 4, "fails": 3})
+        (parked,) = wait_for(lambda: client.parked_events("audit"), 10, message="the event parked")
+        page = admin_client.get(reverse("admin:rpcapp_parked_events"))
+        assert page.status_code == 200
+        assert parked["id"] in page.content.decode() and "RuntimeError: attempt 3 fails" in page.content.decode()
+        answer = admin_client.post(reverse("admin:rpcapp_parked_events"), {"service": "audit", "entry": parked["entry"]})
+        assert answer.status_code == 302
+        wait_for(lambda: tally.get("flaky").get("4") == 4, 10, message="the replayed attempt")
+    assert client.parked_events("audit") == []
+    assert LogEntry.objects.get().change_message == f"Replayed parked event {parked['entry']} of service audit."
+    assert "No parked events" in admin_client.get(reverse("admin:rpcapp_parked_events")).content.decode()
+
+
+@pytest.mark.django_db
+def test_only_staff_see_parked_events(client: Any, django_user_model: Any) -> None:
+    from django.test import Client as HttpClient
+    from django.urls import reverse
+
+    user = django_user_model.objects.create_user("ann", password="pw")
+    http = HttpClient()
+    http.force_login(user)
+    assert http.get(reverse("admin:rpcapp_parked_events")).status_code == 302  # to the admin login
