@@ -1,169 +1,37 @@
-"""Layer 1: the only module that talks to redis-py.
+"""Layer 1: the Redis operations of calls and workers (``Transport``).
 
-Every Redis error is re-raised as :class:`rpcapp.errors.TransportError`; the
-rest of rpcapp never sees a ``redis.exceptions`` class.
+Requests, replies, idempotency keys, providers, specs and recovery are here;
+events and streams are in ``events.py``. One method per operation, each a
+single round trip (a command, a pipeline or a Lua script).
 """
 
 from __future__ import annotations
 
-import functools
-import logging
 import time
-from collections.abc import Callable, Iterable, Iterator
-from typing import Any, TypeVar
-from urllib.parse import unquote, urlsplit
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
-from . import keys
-from .errors import TransportError
-from .redlock import COMPARE_AND_DELETE
-
-log = logging.getLogger("rpcapp.transport")
-T = TypeVar("T")
-
-SOCKET_TIMEOUT = 5.0
-"""Bound on any single Redis command; blocking reads use at most 1 s of it."""
-
-_CLAIM_IDEMPOTENCY = """
-local v = redis.call('GET', KEYS[1])
-if (not v) or v == ('P' .. ARGV[3]) then
-  redis.call('SET', KEYS[1], 'P' .. ARGV[3], 'PX', ARGV[1])
-  return {0, false}
-end
-if string.sub(v, 1, 1) == 'P' then
-  redis.call('RPUSH', KEYS[2], ARGV[2])
-  if redis.call('PTTL', KEYS[2]) < tonumber(ARGV[1]) then
-    redis.call('PEXPIRE', KEYS[2], ARGV[1])
-  end
-  return {1, false}
-end
-return {2, string.sub(v, 2)}
-"""
-
-_COMPLETE_IDEMPOTENCY = """
-redis.call('SET', KEYS[1], 'R' .. ARGV[1], 'EX', ARGV[2])
-local w = redis.call('LRANGE', KEYS[2], 0, -1)
-redis.call('DEL', KEYS[2])
-return w
-"""
-
-_RELEASE_IDEMPOTENCY = """
-if redis.call('GET', KEYS[1]) ~= ('P' .. ARGV[1]) then
-  return {}
-end
-local w = redis.call('LRANGE', KEYS[2], 0, -1)
-redis.call('DEL', KEYS[1], KEYS[2])
-return w
-"""
-
-_REQUEUE = """
-local ok = redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
-redis.call('XDEL', KEYS[1], ARGV[2])
-if ok == 1 then
-  if ARGV[6] ~= '' then
-    return redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[5], '*', 'm', ARGV[3], 'n', ARGV[4], 't', ARGV[6])
-  end
-  return redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[5], '*', 'm', ARGV[3], 'n', ARGV[4])
-end
-return false
-"""
+from .. import keys
+from ..redlock import COMPARE_AND_DELETE
+from . import scripts
+from .base import _guard, _text, log
+from .events import EventOps
 
 
-_RELEASE_DUE = """
-local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1], 'LIMIT', 0, 100)
-for _, frame in ipairs(due) do
-  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'm', frame)
-  redis.call('ZREM', KEYS[2], frame)
-end
-return #due
-"""
-
-
-def _guard(fn: Callable[..., T]) -> Callable[..., T]:
-    """Re-raise redis-py errors as TransportError."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> T:
-        try:
-            return fn(*args, **kwargs)
-        except redis.exceptions.ResponseError as exc:
-            if "NOGROUP" in str(exc) or "no such key" in str(exc):
-                raise MissingGroup(str(exc)) from exc
-            raise TransportError(f"redis error: {exc}") from exc
-        except redis.exceptions.RedisError as exc:
-            raise TransportError(f"redis unreachable: {exc}") from exc
-        except OSError as exc:
-            raise TransportError(f"redis unreachable: {exc}") from exc
-
-    return wrapper
-
-
-class MissingGroup(TransportError):
-    """Raised when a service's consumer group is gone (e.g. Redis restarted empty)."""
-
-
-def connect(url: str, **options: Any) -> Any:
-    """A redis-py client for ``redis://``, ``rediss://``, ``unix://``,
-    ``redis+sentinel://`` or ``redis+cluster://`` URLs."""
-    opts: dict[str, Any] = {
-        "socket_timeout": SOCKET_TIMEOUT,
-        "socket_connect_timeout": 1.0,
-        "retry": Retry(NoBackoff(), 0),
-        "health_check_interval": 0,
-    }
-    opts.update(options)
-    parts = urlsplit(url)
-    scheme = parts.scheme
-    if scheme in ("redis+cluster", "rediss+cluster"):
-        from redis.cluster import ClusterNode, RedisCluster
-
-        nodes = [ClusterNode(h.rsplit(":", 1)[0], int(h.rsplit(":", 1)[1])) for h in _hosts(parts)]
-        opts.pop("health_check_interval", None)
-        return RedisCluster(
-            startup_nodes=nodes,
-            username=unquote(parts.username) if parts.username else None,
-            password=unquote(parts.password) if parts.password else None,
-            ssl=scheme.startswith("rediss"),
-            **opts,
-        )
-    if scheme in ("redis+sentinel", "rediss+sentinel"):
-        from redis.sentinel import Sentinel
-
-        path = [p for p in parts.path.split("/") if p]
-        if not path:
-            raise ValueError("a sentinel URL needs /master_name")
-        hosts = [(h.rsplit(":", 1)[0], int(h.rsplit(":", 1)[1])) for h in _hosts(parts)]
-        sentinel = Sentinel(hosts, socket_timeout=1.0)
-        return sentinel.master_for(
-            path[0],
-            db=int(path[1]) if len(path) > 1 else 0,
-            password=unquote(parts.password) if parts.password else None,
-            ssl=scheme.startswith("rediss"),
-            **opts,
-        )
-    return redis.Redis.from_url(url, **opts)
-
-
-def _hosts(parts: Any) -> list[str]:
-    netloc = parts.netloc.rsplit("@", 1)[-1]
-    return [h for h in netloc.split(",") if h]
-
-
-class Transport:
+class Transport(EventOps):
     """Redis operations of rpcapp, under one namespace."""
 
     def __init__(self, client: Any, namespace: str = "rpcapp") -> None:
         self.redis = client
         self.ns = namespace
-        self._claim_idem = client.register_script(_CLAIM_IDEMPOTENCY)
-        self._complete_idem = client.register_script(_COMPLETE_IDEMPOTENCY)
-        self._requeue = client.register_script(_REQUEUE)
+        self._claim_idem = client.register_script(scripts._CLAIM_IDEMPOTENCY)
+        self._complete_idem = client.register_script(scripts._COMPLETE_IDEMPOTENCY)
+        self._requeue = client.register_script(scripts._REQUEUE)
         self._unlock = client.register_script(COMPARE_AND_DELETE)
-        self._release_idem = client.register_script(_RELEASE_IDEMPOTENCY)
-        self._release_due = client.register_script(_RELEASE_DUE)
+        self._release_idem = client.register_script(scripts._RELEASE_IDEMPOTENCY)
+        self._release_due = client.register_script(scripts._RELEASE_DUE)
 
     # -- requests -----------------------------------------------------
     @_guard
@@ -420,84 +288,6 @@ class Transport:
         rows = self.redis.xrevrange(keys.dead_letters(self.ns, service), count=count)
         return [(_text(eid), {_text(k): v for k, v in f.items()}) for eid, f in rows]
 
-    # -- events ----------------------------------------------------------------
-    @_guard
-    def subscribe_topics(self, topics: dict[str, list[str]]) -> None:
-        """Record which services subscribe to which topics (durable handlers)."""
-        if topics:
-            pipe = self.redis.pipeline(transaction=False)
-            for topic, services in topics.items():
-                pipe.sadd(keys.topic_subscribers(self.ns, topic), *services)
-            pipe.execute()
-
-    @_guard
-    def subscribers(self, topic: str) -> set[str]:
-        return {_text(x) for x in self.redis.smembers(keys.topic_subscribers(self.ns, topic))}
-
-    @_guard
-    def publish_event(self, items: list[tuple[str, bytes]], topic: str, broadcast: bytes | None, maxlen: int) -> None:
-        """XADD each (service, frame) and PUBLISH ``broadcast``: one round trip."""
-        pipe = self.redis.pipeline(transaction=False)
-        for service, frame in items:
-            pipe.xadd(keys.requests(self.ns, service), {"m": frame}, maxlen=maxlen, approximate=True)
-        if broadcast is not None:
-            pipe.publish(keys.broadcast(self.ns, topic), broadcast)
-        pipe.execute()
-
-    @_guard
-    def retry_later(self, service: str, entry_id: str, frame: bytes, due_ms: int) -> None:
-        """Atomically retire a stream entry and schedule ``frame`` for ``due_ms``."""
-        stream = keys.requests(self.ns, service)
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.zadd(keys.delayed(self.ns, service), {frame: due_ms})
-        pipe.xack(stream, keys.GROUP, entry_id)
-        pipe.xdel(stream, entry_id)
-        pipe.execute()
-
-    @_guard
-    def release_due(self, service: str, now: int, maxlen: int) -> int:
-        """Move scheduled retries whose time has come back to the queue."""
-        return int(self._release_due(keys=[keys.requests(self.ns, service), keys.delayed(self.ns, service)], args=[now, maxlen]))
-
-    @_guard
-    def replay_dead(self, service: str, entry_id: str, frame: bytes, maxlen: int) -> bool:
-        """Queue ``frame`` again and drop dead letter ``entry_id``; False if it was gone."""
-        if not self.redis.xdel(keys.dead_letters(self.ns, service), entry_id):
-            return False
-        self.redis.xadd(keys.requests(self.ns, service), {"m": frame}, maxlen=maxlen, approximate=True)
-        return True
-
-    @_guard
-    def listen(self, channels: list[str]) -> Subscription:
-        pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
-        pubsub.subscribe(*[keys.broadcast(self.ns, c) for c in channels])
-        return Subscription(pubsub, len(keys.broadcast(self.ns, "")))
-
-    # -- streams -----------------------------------------------------------------
-    @_guard
-    def grant(self, service: str, call_id: str, message: bytes, ttl_ms: int) -> None:
-        """A streaming caller's acknowledgement (or cancellation) for the worker."""
-        key = keys.credit(self.ns, service, call_id)
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.rpush(key, message)
-        pipe.pexpire(key, max(ttl_ms, 1000))
-        pipe.execute()
-
-    @_guard
-    def take_credits(self, service: str, call_id: str, block: float = 0.0) -> list[bytes]:
-        """The caller's messages so far; with ``block``, wait that long for one."""
-        key = keys.credit(self.ns, service, call_id)
-        if block > 0:
-            got = self.redis.blpop([key], timeout=block)
-            if not got:
-                return []
-            return [got[1], *(self.redis.lpop(key, 100) or [])]
-        return list(self.redis.lpop(key, 100) or [])
-
-    @_guard
-    def drop_credits(self, service: str, call_id: str) -> None:
-        self.redis.delete(keys.credit(self.ns, service, call_id))
-
     # -- misc ------------------------------------------------------------------
     @_guard
     def ping(self) -> bool:
@@ -513,29 +303,3 @@ class Transport:
             self.redis.close()
         except Exception:  # closing a broken connection must not raise
             log.debug("error closing redis client", exc_info=True)
-
-
-class Subscription:
-    """A pub/sub subscription to broadcast topics (errors as TransportError)."""
-
-    def __init__(self, pubsub: Any, prefix_len: int) -> None:
-        self._pubsub = pubsub
-        self._prefix_len = prefix_len
-
-    @_guard
-    def get(self, timeout: float) -> tuple[str, bytes] | None:
-        """(topic, frame) of the next message, or None after ``timeout``."""
-        msg = self._pubsub.get_message(timeout=timeout)
-        if not msg or msg.get("type") != "message":
-            return None
-        return _text(msg["channel"])[self._prefix_len :], msg["data"]
-
-    def close(self) -> None:
-        try:
-            self._pubsub.close()
-        except Exception:  # closing a broken connection must not raise
-            log.debug("error closing a subscription", exc_info=True)
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
