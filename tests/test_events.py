@@ -3,6 +3,7 @@ retries and parking, against a real Redis and real workers."""
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -210,3 +211,16 @@ def test_only_staff_see_parked_events(client: Any, django_user_model: Any) -> No
     http = HttpClient()
     http.force_login(user)
     assert http.get(reverse("admin:rpcapp_parked_events")).status_code == 302  # to the admin login
+
+
+def test_a_forged_broadcast_is_ignored_and_the_worker_goes_on(client: Any, tally: Tally) -> None:
+    with running_worker(["mailer"]):
+        channel = f"{client.transport.ns}:broadcast:tests.happened"
+        client.transport.redis.publish(channel, b"\x01jnot signed at all" + b"0" * 40)
+        other = client.signer.pack({"v": 1, "kind": "event", "id": "x", "topic": "tests.flaky", "payload": {"n": 1, "fails": 0},
+                                    "service": "*", "attempt": 1, "handlers": None})
+        client.transport.redis.publish(channel, other)  # signed, but its topic is not the channel's
+        time.sleep(0.3)
+        publish("tests.happened", {"n": 11})
+        assert tally.wait("broadcast", 1) == {f"{os.getpid()}:11": 1}
+    assert tally.get("flaky-broadcast") == {}
