@@ -15,6 +15,7 @@ class RpcAppConfig(AppConfig):
         from . import (
             checks,  # noqa: F401  (registers the system checks)
             conf,  # noqa: F401  (connects setting_changed)
+            signals,  # noqa: F401  (pushes catalog changes to Redis)
         )
 
         autodiscover_modules("rpc")

@@ -29,9 +29,11 @@ from .errors import (
     TransportError,
 )
 from .events import Publisher
+from .governance import Governor
 from .protocol import Request, Signer, now_ms
 from .registry import Registry, Spec, default_registry
 from .replies import ReplyListener, complete
+from .retries import Attempts
 from .streams import AsyncCallStream, CallStream, StreamSink
 from .transport import Transport
 
@@ -52,6 +54,8 @@ class ClientSettings:
     spec_cache_ttl: float = 5.0
     provider_cache_ttl: float = 1.0
     stream_window: int = 64
+    catalog: bool = True  # False: ignore the catalog (every service as if unlisted)
+    catalog_refresh: float = 10.0
 
 
 class Client:
@@ -76,6 +80,8 @@ class Client:
         self._lock = threading.Lock()
         self._pid = -1
         self._publisher = Publisher(self)
+        s = self.settings
+        self.governor = Governor(transport, s.default_timeout, s.provider_ttl, s.catalog_refresh, s.catalog)
 
     # -- public API --------------------------------------------------------
     def call(self, name: str, /, *args: Any, timeout: float | None = None, idempotency_key: str | None = None, **kwargs: Any) -> Any:
@@ -127,10 +133,11 @@ class Client:
     def _notify(self, name: str, args: Sequence[Any], kwargs: dict[str, Any], once: bool) -> None:
         spec = self._spec(name)
         args_, kwargs_ = spec.signature.bind(args, kwargs, name)
-        deadline = self._deadline(spec, None)
+        admitted = self.governor.admit(spec, args_, kwargs_, None)
+        deadline = self._deadline_for(admitted.seconds)
         req = self._request(spec, args_, kwargs_, deadline, reply_to=None, idempotency_key=None)
         frame = self._pack(req)
-        self._enqueue([(spec.service, frame)], now_ms() if once else deadline, name)
+        self._enqueue([(admitted.route, frame)], now_ms() if once else deadline, name)
 
     def stream(self, name: str, /, *args: Any, timeout: float | None = None, **kwargs: Any) -> CallStream:
         """Call a streaming procedure; iterate the result for its items.
@@ -151,7 +158,8 @@ class Client:
         if not spec.stream:
             raise InvalidParams(f"{name} is not a streaming procedure; use call()", procedure=name)
         args_, kwargs_ = spec.signature.bind(args, kwargs, name)
-        deadline = self._deadline(spec, None)
+        admitted = self.governor.admit(spec, args_, kwargs_, None)
+        deadline = self._deadline_for(admitted.seconds)
         req = self._request(spec, args_, kwargs_, deadline, listener.reply_key, None)
         req.stream, req.window, req.idempotent = True, self.settings.stream_window, False
         frame = self._pack(req)
@@ -159,7 +167,7 @@ class Client:
         listener.track_stream(req, sink)
         try:
             self._check_providers(spec.service, deadline)
-            self._enqueue([(spec.service, frame)], deadline, name)
+            self._enqueue([(admitted.route, frame)], deadline, name)
         except RpcError:
             listener.untrack_stream(req.id)
             raise
@@ -185,6 +193,7 @@ class Client:
 
     def close(self) -> None:
         """Stop the listener; calls still waiting fail with ServiceUnavailable."""
+        self.governor.catalog.close()
         if self._listener is not None:
             self._listener.stop()
             self._listener = None
@@ -202,30 +211,55 @@ class Client:
             complete(fut, exc=RpcTimeout("no reply before the deadline", call_id=getattr(fut, "rpc_id", None)))
             return fut.result()
 
-    def _send_all(self, batch: list[tuple[str, Sequence[Any], dict[str, Any], float | None, str | None]], inline: bool, self_read: bool = False) -> list[Future[Any]]:
+    def _send_all(self, batch: list[tuple[Any, ...]], inline: bool, self_read: bool = False, resilient: bool = True) -> list[Future[Any]]:
+        """Send each (name, args, kwargs, timeout, idempotency key[, providers to avoid]);
+        a Future per call, in order."""
         listener = self._ensure_listener()
         futures: list[Future[Any]] = []
         outgoing: list[tuple[str, bytes, Request, Future[Any]]] = []
-        for name, args, kwargs, timeout, idem in batch:
+        for name, args, kwargs, timeout, idem, *avoid in batch:
             fut: Future[Any] = Future()
-            futures.append(fut)
             try:
                 spec = self._spec(name)
                 args_, kwargs_ = spec.signature.bind(args, kwargs, name)
-                deadline = self._deadline(spec, timeout)
+                retrying = self.governor.resilience(spec) if resilient else None
+                if retrying is not None:
+                    fut = self._attempts(spec, args, kwargs, timeout, idem, retrying)
+                    futures.append(fut)
+                    continue
+                admitted = self.governor.admit(spec, args_, kwargs_, timeout, avoid[0] if avoid else ())
+                deadline = self._deadline_for(admitted.seconds)
                 req = self._request(spec, args_, kwargs_, deadline, listener.reply_key, idem)
                 frame = self._pack(req)
                 fut.rpc_id = req.id  # type: ignore[attr-defined]
                 fut.rpc_deadline = deadline  # type: ignore[attr-defined]
-                outgoing.append((spec.service, frame, req, fut))
+                fut.rpc_provider = admitted.provider  # type: ignore[attr-defined]
+                if admitted.provider:
+                    self._count_outstanding(fut, admitted.provider)
+                outgoing.append((admitted.route, frame, req, fut))
             except RpcError as exc:
                 exc.procedure = exc.procedure or name
                 complete(fut, exc=exc)
+            futures.append(fut)
         if outgoing:
             for _service, _frame, req, fut in outgoing:
                 listener.track(req, fut, self._returns(req.procedure), self_read)
             self._send(outgoing, listener, inline)
         return futures
+
+    def _attempts(self, spec: Spec, args: Sequence[Any], kwargs: dict[str, Any], timeout: float | None, idem: str | None, conf: Any) -> Future[Any]:
+        """A call retried and/or hedged as the catalog says (idempotent procedures only)."""
+        deadline = self._deadline_for(self.governor.timeout_of(spec, timeout))
+
+        def send(seconds: float, avoid: Any) -> Future[Any]:
+            return self._send_all([(spec.name, args, kwargs, seconds, idem, avoid)], inline=False, resilient=False)[0]
+
+        return Attempts(send, deadline, conf).start()
+
+    def _count_outstanding(self, fut: Future[Any], provider: str) -> None:
+        balancer = self.governor.balancer
+        balancer.sent(provider)
+        fut.add_done_callback(lambda _: balancer.done(provider))
 
     def _send(self, outgoing: list[tuple[str, bytes, Request, Future[Any]]], listener: ReplyListener, inline: bool) -> None:
         if not inline:
@@ -238,8 +272,8 @@ class Client:
     def _with_providers(self, outgoing: list[tuple[str, bytes, Request, Future[Any]]], listener: ReplyListener) -> list[tuple[str, bytes, Request, Future[Any]]]:
         """The calls whose service has a live provider; the others fail (per service)."""
         ready = []
-        for service in dict.fromkeys(s for s, _, _, _ in outgoing):
-            mine = [item for item in outgoing if item[0] == service and not item[3].done()]
+        for service in dict.fromkeys(keys.base(s) for s, _, _, _ in outgoing):
+            mine = [item for item in outgoing if keys.base(item[0]) == service and not item[3].done()]
             if not mine:
                 continue
             try:
@@ -369,8 +403,8 @@ class Client:
         except RpcError:
             return "any"
 
-    def _deadline(self, spec: Spec, timeout: float | None) -> int:
-        seconds = timeout if timeout is not None else spec.timeout or self.settings.default_timeout
+    def _deadline_for(self, seconds: float) -> int:
+        """The absolute deadline ``seconds`` from now, no later than the calling procedure's."""
         deadline = now_ms() + int(seconds * 1000)
         parent = context.current()
         if parent is not None:

@@ -34,6 +34,7 @@ DEFAULTS: dict[str, Any] = {
     "MAX_QUEUE_LENGTH": 100_000,
     "DEAD_LETTER_MAX": 10_000,
     "EMBEDDED_DIR": None,  # None: <BASE_DIR>/var
+    "CATALOG": True,
     "CATALOG_REFRESH": 10.0,
     "LOCK_REDIS_URLS": [],
     "EVENT_MAX_ATTEMPTS": 5,
@@ -62,6 +63,7 @@ class Conf:
     MAX_QUEUE_LENGTH: int
     DEAD_LETTER_MAX: int
     EMBEDDED_DIR: str | None
+    CATALOG: bool
     CATALOG_REFRESH: float
     LOCK_REDIS_URLS: list[str]
     EVENT_MAX_ATTEMPTS: int

@@ -17,6 +17,11 @@ key                                type       bound
 ``ns:{svc}:recovery``              string     PX lock, a few seconds
 ``ns:{svc}:idem:<proc>:<key>``     string     TTL ``IDEMPOTENCY_TTL``
 ``ns:{svc}:idemw:<proc>:<key>``    list       TTL = the waiting call's deadline
+``ns:{svc}:inbox:<provider>``      stream     requests addressed to one provider (policies); deleted with it
+``ns:{svc}:inboxes``               set        providers with an inbox; members removed by recovery
+``ns:{svc}:rl:<scope>``            string     a rate limit's next free time; PX = its period
+``ns:catalog``                     hash       one field per service: its catalog config (JSON)
+``ns:catalog:changed``             channel    pub/sub: the name of a service whose config changed
 ``ns:{svc}:delayed``               zset       event retries waiting for their backoff
 ``ns:{svc}:credit:<call>``         list       a stream's acknowledgements; TTL = deadline
 ``ns:topic:{<topic>}``             set        services subscribed to a topic
@@ -37,15 +42,58 @@ def service_of(procedure: str) -> str:
     service, dot, method = procedure.rpartition(".")
     if not dot or not service or not method:
         raise ValueError(f"procedure name {procedure!r} is not 'service.method'")
+    if any(c in service for c in "@{}"):
+        raise ValueError(f"service name {service!r} may not contain '@', '{{' or '}}'")
     return service
 
 
 def _svc(ns: str, service: str, suffix: str) -> str:
-    return f"{ns}:{{{service}}}:{suffix}"
+    return f"{ns}:{{{base(service)}}}:{suffix}"
 
 
-def requests(ns: str, service: str) -> str:
-    return _svc(ns, service, "requests")
+INBOX_SEP = "@"
+"""``svc@provider`` names a provider's own queue of a service (its inbox)."""
+
+
+def inbox_route(service: str, provider: str) -> str:
+    """The route of requests addressed to ``provider``: read, acknowledged and
+    recovered like a service of its own, with the service's keys and slot."""
+    return f"{service}{INBOX_SEP}{provider}"
+
+
+def base(route: str) -> str:
+    """The service of a route (``svc`` for ``svc`` and for ``svc@provider``)."""
+    return route.split(INBOX_SEP, 1)[0]
+
+
+def provider_of(route: str) -> str | None:
+    """The provider of an inbox route, else None."""
+    parts = route.split(INBOX_SEP, 1)
+    return parts[1] if len(parts) == 2 else None
+
+
+def requests(ns: str, route: str) -> str:
+    """The request stream of a service, or of a provider's inbox route."""
+    provider = provider_of(route)
+    if provider is not None:
+        return _svc(ns, route, f"inbox:{provider}")
+    return _svc(ns, route, "requests")
+
+
+def inboxes(ns: str, service: str) -> str:
+    return _svc(ns, service, "inboxes")
+
+
+def rate_limit(ns: str, service: str, scope: str) -> str:
+    return _svc(ns, service, f"rl:{scope}")
+
+
+def catalog(ns: str) -> str:
+    return f"{ns}:catalog"
+
+
+def catalog_changed(ns: str) -> str:
+    return f"{ns}:catalog:changed"
 
 
 def dead_letters(ns: str, service: str) -> str:

@@ -30,3 +30,98 @@ class OutboxMessage(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} {self.name} #{self.pk}"
+
+
+POLICY_CHOICES = [
+    ("queue", "queue: one shared queue, competing workers"),
+    ("round_robin", "round robin"),
+    ("random", "random"),
+    ("weighted", "weighted (provider weights)"),
+    ("least_busy", "least busy (fewest calls in flight)"),
+    ("consistent_hash", "consistent hash (sticky by an argument)"),
+]
+
+
+def _validate_rate(value: str) -> None:
+    from django.core.exceptions import ValidationError
+
+    from .catalog import parse_rate
+
+    try:
+        parse_rate(value)
+    except ValueError as exc:
+        raise ValidationError(str(exc)) from None
+
+
+class Service(models.Model):
+    """A service in the catalog: its procedures share a queue and its settings."""
+
+    name = models.CharField(max_length=200, unique=True)
+    description = models.TextField(blank=True)
+    enabled = models.BooleanField(default=True, help_text="Disabled: every call fails at once with ServiceUnavailable.")
+    policy = models.CharField(max_length=20, choices=POLICY_CHOICES, default="queue")
+    hash_argument = models.CharField(
+        max_length=100, blank=True, help_text="consistent_hash: the argument whose value picks the provider (default: the first)."
+    )
+    default_timeout = models.FloatField(null=True, blank=True, help_text="Seconds; for procedures without their own timeout.")
+    rate_limit = models.CharField(max_length=30, blank=True, validators=[_validate_rate], help_text='For the whole service, e.g. "100/s" or "6000/m".')
+    draining = models.BooleanField(default=False, help_text="Draining: new calls fail at once with ServiceUnavailable.")
+    allowed_groups = models.ManyToManyField("auth.Group", blank=True, help_text="If set, only members may call it through the HTTP gateways.")
+
+    class Meta:
+        ordering = ["name"]
+        permissions = [("call_procedure", "Can call procedures through the HTTP gateways")]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Procedure(models.Model):
+    """A procedure of a service. Signature, doc, idempotent, lock and stream come
+    from code (a worker syncs them); the operational fields are the admin's."""
+
+    service = models.ForeignKey(Service, on_delete=models.CASCADE, related_name="procedures")
+    name = models.CharField(max_length=300, unique=True, help_text='The full dotted name, e.g. "calculator.add".')
+    signature = models.TextField(blank=True)
+    doc = models.TextField(blank=True)
+    enabled = models.BooleanField(default=True, help_text="Disabled: calls fail at once with ServiceUnavailable.")
+    timeout = models.FloatField(null=True, blank=True, help_text="Seconds; overrides the service's default timeout.")
+    idempotent = models.BooleanField(default=False)
+    lock = models.CharField(max_length=200, blank=True)
+    rate_limit = models.CharField(max_length=30, blank=True, validators=[_validate_rate], help_text='e.g. "10/s".')
+    stream = models.BooleanField(default=False)
+    retries = models.PositiveSmallIntegerField(default=0, help_text="Idempotent only: attempts after the first on ServiceUnavailable or timeout.")
+    retry_backoff = models.FloatField(default=0.05, help_text="Seconds before the first retry; doubled for each next one.")
+    hedge_after = models.FloatField(null=True, blank=True, help_text="Idempotent only: seconds without a reply before a second copy is sent.")
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Provider(models.Model):
+    """A worker serving some services. Live state (state, heartbeat, in flight,
+    calls served) is read from Redis; the admin sets the weight and drains."""
+
+    STATES = [("live", "live"), ("draining", "draining"), ("dead", "dead")]
+
+    id = models.CharField(max_length=200, primary_key=True)
+    host = models.CharField(max_length=200, blank=True)
+    pid = models.IntegerField(null=True, blank=True)
+    services = models.JSONField(default=list)
+    concurrency = models.PositiveIntegerField(default=0)
+    weight = models.PositiveIntegerField(default=1, help_text="Share of the calls under the weighted policy.")
+    drain = models.BooleanField(default=False, help_text="Drained by an admin: takes no new work, finishes what it has.")
+    started_at = models.DateTimeField(null=True, blank=True)
+    last_heartbeat = models.DateTimeField(null=True, blank=True)
+    state = models.CharField(max_length=10, choices=STATES, default="live")
+    calls_served = models.PositiveBigIntegerField(default=0)
+    in_flight = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return self.id

@@ -8,6 +8,7 @@ from typing import Any
 from django.conf import settings
 
 from . import conf
+from .catalog import CatalogCache
 from .client import Client, ClientSettings
 from .locks import RedLock
 from .protocol import CODECS, Signer, derive_key
@@ -39,6 +40,8 @@ def client_settings() -> ClientSettings:
         provider_ttl=c.PROVIDER_TTL,
         reply_ttl=c.REPLY_TTL,
         stream_window=c.STREAM_WINDOW,
+        catalog=c.CATALOG,
+        catalog_refresh=c.CATALOG_REFRESH,
     )
 
 
@@ -68,13 +71,16 @@ def _lock_factory(name: str, ttl: float) -> RedLock:
 
 
 def build_worker(services: list[str] | None = None, registry: Registry | None = None, name: str | None = None, **overrides: Any) -> Worker:
+    transport = build_transport()
+    c = conf.get()
     return Worker(
-        build_transport(),
+        transport,
         build_signer(),
         registry or default_registry,
         worker_settings(**overrides),
         services=services,
         name=name,
+        catalog=CatalogCache(transport, c.CATALOG_REFRESH) if c.CATALOG else None,
     )
 
 

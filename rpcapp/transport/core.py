@@ -17,10 +17,11 @@ from .. import keys
 from ..redlock import COMPARE_AND_DELETE
 from . import scripts
 from .base import _guard, _text, log
+from .catalog import CatalogOps
 from .events import EventOps
 
 
-class Transport(EventOps):
+class Transport(CatalogOps, EventOps):
     """Redis operations of rpcapp, under one namespace."""
 
     def __init__(self, client: Any, namespace: str = "rpcapp") -> None:
@@ -32,6 +33,8 @@ class Transport(EventOps):
         self._unlock = client.register_script(COMPARE_AND_DELETE)
         self._release_idem = client.register_script(scripts._RELEASE_IDEMPOTENCY)
         self._release_due = client.register_script(scripts._RELEASE_DUE)
+        self._rate_limit = client.register_script(scripts.RATE_LIMIT)
+        self._requeue_to = client.register_script(scripts.REQUEUE_TO)
 
     # -- requests -----------------------------------------------------
     @_guard
@@ -168,12 +171,15 @@ class Transport(EventOps):
 
     # -- providers and catalog ------------------------------------------
     @_guard
-    def heartbeat(self, services: Iterable[str], consumer: str, info: bytes | None, at_ms: int) -> None:
+    def heartbeat(self, services: Iterable[str], consumer: str, info: bytes | None, at_ms: int, inbox: bool = False) -> None:
+        """Mark ``consumer`` alive (and, with ``inbox``, the owner of a live inbox)."""
         pipe = self.redis.pipeline(transaction=False)
         for service in services:
             pipe.zadd(keys.consumers(self.ns, service), {consumer: at_ms})
             if info is not None:
                 pipe.hset(keys.providers(self.ns, service), consumer, info)
+            if inbox:
+                pipe.zadd(keys.inboxes(self.ns, service), {consumer: at_ms})
         pipe.execute()
 
     @_guard

@@ -53,3 +53,38 @@ for _, frame in ipairs(due) do
 end
 return #due
 """
+
+# KEYS: the rate-limit keys; ARGV: now (ms), then (period ms, limit) per key.
+# GCRA: each key holds the next free time ("TAT"); a call is allowed while
+# TAT - now <= period - period/limit (a burst of ``limit`` per ``period``).
+# Returns 0 if every key allows the call (and then charges all of them), else
+# the 1-based index of the first key that refuses it (nothing charged).
+RATE_LIMIT = """
+local now = tonumber(ARGV[1])
+local tats = {}
+for i, key in ipairs(KEYS) do
+  local period = tonumber(ARGV[2 * i])
+  local limit = tonumber(ARGV[2 * i + 1])
+  local interval = period / limit
+  local tat = tonumber(redis.call('GET', key) or now)
+  if tat < now then tat = now end
+  if tat - now > period - interval then
+    return i
+  end
+  tats[i] = {tat + interval, period}
+end
+for i, key in ipairs(KEYS) do
+  redis.call('SET', key, string.format('%.3f', tats[i][1]), 'PX', math.ceil(tats[i][2]))
+end
+return 0
+"""
+
+# Move a pending entry from one route's stream to another's (same service, same slot).
+REQUEUE_TO = """
+local ok = redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+redis.call('XDEL', KEYS[1], ARGV[2])
+if ok == 1 then
+  return redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '*', 'm', ARGV[3], 'n', ARGV[4])
+end
+return false
+"""

@@ -20,7 +20,9 @@ from typing import Any
 
 import orjson
 
+from ..catalog import CatalogCache
 from ..errors import TransportError
+from ..keys import inbox_route
 from ..protocol import Signer, now_ms
 from ..registry import Registry
 from ..transport import MissingGroup, Transport
@@ -78,6 +80,7 @@ class Worker:
         settings: WorkerSettings | None = None,
         services: list[str] | None = None,
         name: str | None = None,
+        catalog: CatalogCache | None = None,
     ) -> None:
         self.transport = transport
         self.settings = s = settings or WorkerSettings()
@@ -87,6 +90,10 @@ class Worker:
         if unknown:
             raise ValueError(f"no procedures registered for service(s) {sorted(unknown)}")
         self.name = name or provider_id()
+        # What this worker reads: each service's shared queue and its own inbox of it.
+        self.routes = [*self.services, *(inbox_route(svc, self.name) for svc in self.services)]
+        self.reads = True  # False for a process pool's parent (a provider that reads nothing)
+        self.catalog = catalog
         limits = Limits(
             s.max_request_bytes, s.max_reply_bytes, s.reply_ttl, s.idempotency_ttl, s.dead_letter_max,
             s.event_max_attempts, s.event_retry_delay,
@@ -142,6 +149,10 @@ class Worker:
         drained = self.wait_idle(grace)  # a read under way gives back what it got
         self.executor.retry_unfinished()
         drained = drained and not self.executor.has_unfinished()
+        try:
+            self._hand_over_inbox()
+        except TransportError as exc:  # recovery moves it once we are gone
+            log.warning("could not hand over the inbox: %s", exc)
         self._beating.set()
         if self._heartbeat is not None:
             self._heartbeat.join(timeout=5.0)
@@ -167,6 +178,17 @@ class Worker:
         return self._calls.busy
 
     @property
+    def drained(self) -> bool:
+        """Drained in the catalog (the admin's "drain provider"): takes no new work."""
+        if self.catalog is None:
+            return False
+        return any(self.catalog.service(s).provider(self.name).draining for s in self.services)
+
+    def _hand_over_inbox(self) -> None:
+        for service in self.services:
+            self.recovery.move_unread(inbox_route(service, self.name), self.name)
+
+    @property
     def stopped(self) -> bool:
         return self._stopped.is_set()
 
@@ -175,9 +197,12 @@ class Worker:
         """Take up to ``free`` requests (called by the call thread whose turn it is)."""
         if self._stopping.is_set():
             return []
-        count = max(1, free // len(self.services))
+        if self.drained:
+            time.sleep(0.25)
+            return []
+        count = max(1, free // len(self.routes))
         try:
-            entries = self.transport.read(self.services, self.name, count, self.settings.block_ms)
+            entries = self.transport.read(self.routes, self.name, count, self.settings.block_ms)
             self._read_delay = 0.05
             return self._keep(entries, free)
         except MissingGroup:
@@ -197,8 +222,8 @@ class Worker:
             # The oldest are run, across services; ties (same ms) go to the
             # services in turn, so none always wins.
             self._turn += 1
-            n = len(self.services)
-            entries = sorted(entries, key=lambda e: (_age(e), (self.services.index(e[0]) - self._turn) % n))
+            n = len(self.routes)
+            entries = sorted(entries, key=lambda e: (_age(e), (self.routes.index(e[0]) - self._turn) % n))
         for service, entry_id, fields in entries[keep:]:
             deliveries = int(fields.get(b"n", b"1"))
             try:
@@ -227,16 +252,17 @@ class Worker:
 
     # -- heartbeat and recovery -------------------------------------------------
     def _setup_redis(self, first: bool) -> None:
+        for route in self.routes:
+            self.transport.ensure_group(route)
         for service in self.services:
-            self.transport.ensure_group(service)
             specs = {p.name: self.executor.signer.pack(p.spec.to_wire()) for p in self.registry.for_service(service)}
             self.transport.publish_specs(service, specs)
         self.transport.subscribe_topics(self.registry.topics(self.services, broadcast=False))
         self._beat()
         if first:
-            for service in self.services:
+            for route in self.routes:
                 # Our own pending entries from an earlier life with the same name.
-                self._resolve_own(service, 0)
+                self._resolve_own(route, 0)
 
     def _beat(self) -> None:
         info = orjson.dumps(
@@ -248,12 +274,13 @@ class Worker:
                 "concurrency": self.settings.concurrency,
                 "started_at": self.started_at,
                 "heartbeat": time.time(),
-                "state": self.state,
+                "state": "draining" if self.drained and self.state == "live" else self.state,
+                "pool": not self.reads,
                 "in_flight": self.in_flight,
                 "calls_served": self.executor.calls_served,
             }
         )
-        self.transport.heartbeat(self.services, self.name, info, now_ms())
+        self.transport.heartbeat(self.services, self.name, info, now_ms(), inbox=self.reads)
 
     def _heartbeat_loop(self) -> None:
         interval = self.settings.heartbeat_interval
@@ -262,6 +289,8 @@ class Worker:
             try:
                 self._beat()
                 self.executor.retry_unfinished()
+                if self.drained:  # sent here before the callers heard of the drain
+                    self._hand_over_inbox()
                 for service in self._event_services:  # event retries whose backoff is over
                     self.transport.release_due(service, now_ms(), self.settings.max_queue_length)
                 for service in self.services:
@@ -278,8 +307,8 @@ class Worker:
         """Resolve own pending entries that no call thread holds (left behind when
         Redis failed mid-way through handling them)."""
         running = self._calls.running_ids() | self.executor.finishing_ids()
-        for service in self.services:
-            self._resolve_own(service, STUCK_IDLE_MS, running)
+        for route in self.routes:
+            self._resolve_own(route, STUCK_IDLE_MS, running)
 
     def _resolve_own(self, service: str, idle_ms: int, skip: set[str] | frozenset[str] = frozenset()) -> None:
         """Resolve own pending entries idle for ``idle_ms`` that no thread holds."""

@@ -5,6 +5,12 @@ worker of the service (one at a time, under a short lock) takes over the dead
 consumer's pending requests and, for each: drops it if its deadline passed,
 dead-letters it after ``max_deliveries``, puts it back on the queue if the
 procedure is idempotent, or answers ``WorkerLost`` otherwise.
+
+The inbox of a provider that went silent (requests addressed to it by a
+load-balancing policy) is handed over the same way: its pending entries are
+resolved as above (redelivered to the service's shared queue), and the
+entries it never read are moved to the shared queue as they are. An inbox
+silent for ``INBOX_RETENTION_MS`` is deleted.
 """
 
 from __future__ import annotations
@@ -14,10 +20,14 @@ import uuid
 
 from .. import keys
 from ..errors import PayloadTooLarge, ProtocolError, WorkerLost
+from ..keys import base, inbox_route, provider_of
 from ..protocol import Event, Request, decode_message, now_ms, reply_error
+from ..transport import MissingGroup
 from .executor import Executor
 
 log = logging.getLogger("rpcapp.recovery")
+
+INBOX_RETENTION_MS = 60_000  # no client addresses a provider this long after its last heartbeat
 
 
 class Recovery:
@@ -43,22 +53,56 @@ class Recovery:
     def _sweep(self, service: str, dead: set[str]) -> int:
         since = now_ms() - self.provider_ttl_ms
         live = set(self.transport.live_consumers(service, since)) - dead
+        handled = self._take_over(service, live)
+        stale = set(self.transport.providers_info(service)) - live - {self.me}
+        self.transport.forget_consumers(service, stale)
+        for provider, last in self.transport.silent_inboxes(service, since):
+            if provider != self.me:
+                handled += self.hand_over(service, provider, forget=last < now_ms() - INBOX_RETENTION_MS)
+        for provider in dead - {self.me}:
+            handled += self.hand_over(service, provider)
+        return handled
+
+    def _take_over(self, route: str, live: set[str]) -> int:
+        """Resolve the pending entries of every consumer of ``route`` not in ``live``."""
         handled = 0
-        for name, pending in self.transport.group_consumers(service):
+        for name, pending in self.transport.group_consumers(route):
             if name in live or name == self.me:
                 continue
             while pending:
-                batch = self.transport.claim_pending(service, name, self.me)
+                batch = self.transport.claim_pending(route, name, self.me)
                 if not batch:
                     break
                 for entry_id, _times, fields in batch:
-                    self.resolve(service, entry_id, fields)
+                    self.resolve(route, entry_id, fields)
                     handled += 1
                 pending = len(batch) == 100
-            self.transport.remove_consumer(service, name)
-        stale = set(self.transport.providers_info(service)) - live - {self.me}
-        self.transport.forget_consumers(service, stale)
+            self.transport.remove_consumer(route, name)
         return handled
+
+    def hand_over(self, service: str, provider: str, forget: bool = False) -> int:
+        """Move what is in ``provider``'s inbox to the service's shared queue."""
+        route = inbox_route(service, provider)
+        try:
+            handled = self._take_over(route, {self.me} if provider == self.me else set())
+            handled += self.move_unread(route, self.me)
+        except MissingGroup:  # never created, or already deleted
+            handled = 0
+        if forget:
+            self.transport.close_inbox(service, provider)
+        return handled
+
+    def move_unread(self, route: str, reader: str) -> int:
+        """Move the entries nobody read from ``route`` to its service's shared queue."""
+        moved = 0
+        while True:
+            batch = self.transport.take_unread(route, reader)
+            for entry_id, fields in batch:
+                deliveries = int(fields.get(b"n", b"1"))
+                self.transport.requeue_to(route, base(route), entry_id, fields.get(b"m", b""), deliveries, self.max_queue_length)
+                moved += 1
+            if len(batch) < 100:
+                return moved
 
     def resolve(self, service: str, entry_id: str, fields: dict[bytes, bytes] | None) -> None:
         """Decide the fate of one orphaned request."""
@@ -86,7 +130,7 @@ class Recovery:
             self._answer_lost(req, f"{req.procedure} {reason}")
             log.error("call %s to %s %s", req.id, req.procedure, reason)
         elif req.idempotent:
-            self.transport.requeue(service, entry_id, raw, deliveries + 1, self.max_queue_length)
+            self._requeue(service, entry_id, raw, deliveries + 1)
             self.transport.incr(service, "redelivered")
             log.warning("redelivering call %s to %s (delivery %d)", req.id, req.procedure, deliveries + 1)
         else:
@@ -103,8 +147,15 @@ class Recovery:
             self.transport.incr(service, "events_parked")
             log.error("%s", reason)
         else:
-            self.transport.requeue(service, entry_id, raw, deliveries + 1, self.max_queue_length)
+            self._requeue(service, entry_id, raw, deliveries + 1)
             self.transport.incr(service, "redelivered")
+
+    def _requeue(self, route: str, entry_id: str, raw: bytes, deliveries: int) -> None:
+        """Back on the queue: the shared one (a dead provider's inbox is read by no one)."""
+        if provider_of(route) is None:
+            self.transport.requeue(route, entry_id, raw, deliveries, self.max_queue_length)
+        else:
+            self.transport.requeue_to(route, base(route), entry_id, raw, deliveries, self.max_queue_length)
 
     def _answer_lost(self, req: Request, message: str, reply: bool = True) -> None:
         answer = reply_error(req.id, WorkerLost(message).to_wire(), provider=self.me)

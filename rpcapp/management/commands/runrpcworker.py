@@ -11,9 +11,9 @@ import threading
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
-from django.db import connections
+from django.db import DatabaseError, connections
 
-from rpcapp import runtime
+from rpcapp import catalog_store, runtime
 from rpcapp.errors import RpcError
 from rpcapp.registry import default_registry
 from rpcapp.worker.consumer import provider_id
@@ -49,11 +49,17 @@ class Command(BaseCommand):
             self.stderr.write("--max-calls-per-child applies to --pool processes; ignored")
         worker = runtime.build_worker(services, name=opts["name"], concurrency=opts["concurrency"], max_calls=opts["max_calls"])
         self._on_signals(worker.request_stop)
+        stop_refresh = threading.Event()
+        if self._sync_catalog(worker.services):
+            catalog_store.start_refresher(stop_refresh)
+        connections.close_all()
         worker.run()
+        stop_refresh.set()
         self.stdout.write(f"worker {worker.name} stopped")
 
     def _run_processes(self, services: list[str] | None, opts: dict[str, Any]) -> int:
         parent = runtime.build_worker(services, name=opts["name"] or provider_id(), concurrency=opts["concurrency"])
+        parent.reads = False  # the children read; the parent only heartbeats
 
         def child_argv(name: str) -> list[str]:
             argv = [sys.executable, "-m", "django", "runrpcworker", "--pool", "threads", "--concurrency", "1", "--name", name]
@@ -90,6 +96,18 @@ class Command(BaseCommand):
         finally:
             beating.set()
             parent.transport.deregister(parent.services, parent.name)
+
+    @staticmethod
+    def _sync_catalog(services: list[str]) -> bool:
+        """Record what this code serves in the catalog and publish it; a worker
+        still serves (with the catalog as Redis has it) if the database fails."""
+        try:
+            catalog_store.sync_registry(default_registry, services)
+            catalog_store.push()
+            return True
+        except (DatabaseError, RpcError) as exc:
+            logging.getLogger("rpcapp.catalog").warning("catalog not synced: %s", exc)
+            return False
 
     @staticmethod
     def _on_signals(callback: Any) -> None:
