@@ -247,3 +247,21 @@ def crashy(payload: dict[str, Any]) -> None:
     """Kills its worker process on the first delivery of each payload."""
     if _record("crashy", str(payload["n"])) == 1:
         os._exit(13)
+
+
+@procedure("tests.slow_first", idempotent=True, timeout=10.0)
+def slow_first(key: str, seconds: float = 2.0) -> int:
+    """Sleeps ``seconds`` on its first run for ``key`` only; returns the run number."""
+    n = _count(f"slow_first:{key}")
+    if n == 1:
+        time.sleep(seconds)
+    return n
+
+
+@procedure("tests.where", idempotent=True)
+def where(key: str = "") -> str:
+    """Which worker process ran it (``--name`` of the worker, else the pid)."""
+    from rpcapp import context
+
+    ctx = context.current()
+    return ctx.provider if ctx is not None else str(os.getpid())
