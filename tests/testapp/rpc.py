@@ -265,3 +265,9 @@ def where(key: str = "") -> str:
 
     ctx = context.current()
     return ctx.provider if ctx is not None else str(os.getpid())
+
+
+@procedure("tests.where_slow", idempotent=True, timeout=30.0)
+def where_slow(seconds: float) -> str:
+    time.sleep(seconds)
+    return where()
