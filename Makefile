@@ -10,7 +10,7 @@ EMBEDDED_REDIS = $(shell $(BIN)/python -c "import rpcapp.embedded as e; print(e.
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: help run test test-fast lint bench clean setup
+.PHONY: help run test test-fast screenshots lint bench clean setup
 
 help:  ## show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -43,11 +43,14 @@ test: $(STAMP)  ## run the whole test suite on Redis 6.2 (embedded) and Redis 7 
 	RPCAPP_TEST_REDIS_SERVER=$(EMBEDDED_REDIS) $(BIN)/pytest $(PYTEST_ARGS)
 	@if command -v redis-server >/dev/null; then \
 	  echo "== again on $$(redis-server --version | cut -d' ' -f3)"; \
-	  RPCAPP_TEST_REDIS_SERVER=$$(command -v redis-server) $(BIN)/pytest $(PYTEST_ARGS); \
+	  RPCAPP_TEST_REDIS_SERVER=$$(command -v redis-server) $(BIN)/pytest -m "not browser" $(PYTEST_ARGS); \
 	else echo "== no redis-server on PATH: Redis 7 run skipped"; fi
 
 test-fast: $(STAMP)  ## run the tests once, on whatever redis-server is found first
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+screenshots: $(STAMP)  ## run the browser tests, saving their screenshots in docs/img
+	RPCAPP_SCREENSHOTS=$(CURDIR)/docs/img $(BIN)/pytest -m browser $(PYTEST_ARGS)
 
 lint: $(STAMP)  ## ruff and the import-layer contracts
 	$(BIN)/ruff check rpcapp demo project tests bench

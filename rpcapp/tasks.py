@@ -15,9 +15,13 @@ def reap_providers() -> int:
     if worker is None:
         return 0
     try:
-        return sum(worker.recovery.sweep(service) for service in worker.services)
+        handled = sum(worker.recovery.sweep(service) for service in worker.services)
     finally:
         worker.transport.close()
+    from .catalog_store import refresh_providers
+
+    refresh_providers()  # the Provider rows of the catalog follow (dead ones marked dead)
+    return handled
 
 
 @shared_task(name="rpcapp.tasks.relay_outbox")

@@ -6,13 +6,21 @@ processes started by tests get the same settings as the test process.
 
 import json
 import os
+import tempfile
 
 from project.settings import *  # noqa: F403
 from project.settings import INSTALLED_APPS, RPCAPP
 
 INSTALLED_APPS = [*INSTALLED_APPS, "tests.testapp"]
 RPCAPP = {**RPCAPP, **json.loads(os.environ.get("RPCAPP_TEST_OVERRIDES", "{}"))}
-DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}
+# A file, not ":memory:": the browser tests' live server reads it from its own threads.
+DATABASES = {
+    "default": {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": os.path.join(tempfile.gettempdir(), "rpcapp-tests.sqlite3"),
+        "TEST": {"NAME": os.path.join(tempfile.gettempdir(), f"rpcapp-test-{os.getpid()}.sqlite3")},
+    }
+}
 if os.environ.get("DATABASE_URL"):
     import dj_database_url
 

@@ -89,10 +89,13 @@ def test_consistent_hash_is_sticky_and_remaps_only_a_leaving_providers_keys(thre
             assert after[k] in ("p1", "p2")
 
 
-def test_a_drained_provider_takes_no_new_work(three: Any, client: Any) -> None:
+def test_a_drained_provider_takes_no_new_work_and_finishes_what_it_has(three: Any, client: Any) -> None:
     use(client, "round_robin")
+    running = client.call_async("tests.where_slow", 1.0)  # the first pick: p1
+    time.sleep(0.2)
     Provider.objects.update_or_create(id="p1", defaults={"drain": True, "services": ["tests"]})
     wait_for(lambda: client.governor.config("tests").provider("p1").draining, 2.0, message="the drain")
+    assert running.result(timeout=5) == "p1"
     time.sleep(1.1)
     got = spread(client, 20)
     assert "p1" not in got and sum(got.values()) == 20
