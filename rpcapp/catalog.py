@@ -70,6 +70,7 @@ class ServiceConfig:
     rate_limit: str | None = None
     procedures: dict[str, ProcedureConfig] = field(default_factory=dict)
     providers: dict[str, ProviderConfig] = field(default_factory=dict)
+    allowed_groups: tuple[str, ...] = ()  # the HTTP gateways: only members may call (if any)
 
     def procedure(self, name: str) -> ProcedureConfig:
         return self.procedures.get(name) or _DEFAULT_PROCEDURE
@@ -87,6 +88,7 @@ class ServiceConfig:
             "rate_limit": self.rate_limit,
             "procedures": {k: vars(v) for k, v in self.procedures.items()},
             "providers": {k: vars(v) for k, v in self.providers.items()},
+            "allowed_groups": list(self.allowed_groups),
         }
         return orjson.dumps(data)
 
@@ -103,6 +105,7 @@ class ServiceConfig:
             rate_limit=d.get("rate_limit") or None,
             procedures={k: ProcedureConfig(**v) for k, v in (d.get("procedures") or {}).items()},
             providers={k: ProviderConfig(**v) for k, v in (d.get("providers") or {}).items()},
+            allowed_groups=tuple(str(g) for g in d.get("allowed_groups") or ()),
         )
 
 

@@ -54,6 +54,7 @@ def config_of(service: Service, providers: Iterable[Provider] | None = None) -> 
         rate_limit=service.rate_limit or None,
         procedures=procs,
         providers={p.id: ProviderConfig(weight=p.weight, draining=p.drain) for p in providers if p.weight != 1 or p.drain},
+        allowed_groups=tuple(sorted(g.name for g in service.allowed_groups.all())),
     )
 
 

@@ -179,6 +179,11 @@ class Client:
         while Redis is unreachable (then ``ServiceUnavailable``)."""
         return self._publisher.publish(topic, payload, timeout, _CALLER, event_id)
 
+    def describe(self, name: str) -> Spec:
+        """The procedure's spec (from this process's code, else as a worker
+        published it); ProcedureNotFound if nobody knows it."""
+        return self._spec(name)
+
     def parked_events(self, service: str, count: int = 100) -> list[dict[str, Any]]:
         """Events whose handlers kept failing in ``service``, newest first."""
         return self._publisher.parked(service, count)

@@ -161,3 +161,27 @@ def error_from_wire(
             call_id=call_id,
         )
     return cls(message, procedure=procedure, call_id=call_id)
+
+
+# One table for every HTTP face of an error: code -> (HTTP status, JSON-RPC code).
+# The JSON-RPC codes of our own errors are in the spec's server range (-32000..-32099);
+# the error object's ``data.code`` carries the code string itself.
+HTTP_MAPPING: dict[str, tuple[int, int]] = {
+    "invalid_params": (400, -32602),
+    "not_found": (404, -32601),
+    "rate_limited": (429, -32002),
+    "remote_error": (502, -32003),
+    "unavailable": (503, -32001),
+    "timeout": (504, -32000),
+    "payload_too_large": (413, -32006),
+    "lock_not_acquired": (409, -32004),
+    "worker_lost": (502, -32005),
+}
+
+
+def http_status(error: RpcError) -> int:
+    return HTTP_MAPPING.get(error.code, (502, -32003))[0]
+
+
+def jsonrpc_code(error: RpcError) -> int:
+    return HTTP_MAPPING.get(error.code, (502, -32003))[1]

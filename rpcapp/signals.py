@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db.models.signals import post_delete, post_save
+from django.db.models.signals import m2m_changed, post_delete, post_save
 from django.dispatch import receiver
 
 from .catalog_store import push_on_commit
@@ -29,3 +29,9 @@ def _provider_changed(sender: Any, instance: Provider, update_fields: Any = None
     if update_fields is not None and not {"weight", "drain"} & set(update_fields):
         return  # live-state bookkeeping: nothing callers use changed
     push_on_commit(instance.services or [])
+
+
+@receiver(m2m_changed, sender=Service.allowed_groups.through)
+def _groups_changed(sender: Any, instance: Any, action: str, **kwargs: Any) -> None:
+    if action.startswith("post_") and isinstance(instance, Service):
+        push_on_commit([instance.name])

@@ -78,7 +78,14 @@ def log_text(proc: Any) -> str:
 
 
 def problem_lines(text: str) -> list[str]:
-    return [line for line in text.splitlines() if re.search(r"\b(WARNING|ERROR|CRITICAL)\b|Traceback", line)]
+    """Warnings and errors of a worker's log, but for the catalog sync: the
+    worker processes of the tests have no migrated database (the tests'
+    database is the test process's own), so that sync always fails here."""
+    return [
+        line
+        for line in text.splitlines()
+        if re.search(r"\b(WARNING|ERROR|CRITICAL)\b|Traceback", line) and "catalog not synced" not in line
+    ]
 
 
 def pool_children(proc: Any) -> list[psutil.Process]:

@@ -213,6 +213,11 @@ class Transport(CatalogOps, EventOps):
             self.redis.hset(keys.procedures(self.ns, service), mapping=specs)
 
     @_guard
+    def published_specs(self, service: str) -> dict[str, bytes]:
+        """Every procedure spec the service's workers published (signed frames)."""
+        return {_text(k): v for k, v in self.redis.hgetall(keys.procedures(self.ns, service)).items()}
+
+    @_guard
     def get_spec(self, procedure: str) -> bytes | None:
         return self.redis.hget(keys.procedures(self.ns, keys.service_of(procedure)), procedure)
 
