@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 from django.contrib.auth.models import Group
 from django.template import Context, Template
-from django.test import AsyncClient, Client as HttpClient
+from django.test import AsyncClient
+from django.test import Client as HttpClient
 from django.urls import path
 
 from rpcapp import catalog_store
