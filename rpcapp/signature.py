@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as _dt
 import decimal
 import inspect
+import math
 import types
 import typing
 import uuid
@@ -75,7 +76,8 @@ class _Mismatch(Exception):
 
 _PLAIN: dict[str, Any] = {
     "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
-    "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    # JSON has no inf or NaN (orjson would send them as null): refused as arguments.
+    "float": lambda v: (isinstance(v, int) and not isinstance(v, bool)) or (isinstance(v, float) and math.isfinite(v)),
     "str": lambda v: isinstance(v, str),
     "bool": lambda v: isinstance(v, bool),
     "null": lambda v: v is None,

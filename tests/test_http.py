@@ -184,3 +184,15 @@ def test_call_or_error_and_the_template_tag(worker: Any, client: Any) -> None:
     assert not failed.ok and failed.error.code == "remote_error" and str(failed) == "n/a"
     page = Template('{% load rpc %}{% rpc_call "calculator.add" 2 3 as s %}{{ s }}|{% rpc_call "nope.x" fallback="?" as f %}{{ f }}:{{ f.error.code }}').render(Context())
     assert page == "5|?:not_found"
+
+
+def test_non_finite_floats_are_refused_both_ways(worker: Any, client: Any) -> None:
+    from rpcapp.errors import InvalidParams, RemoteError
+
+    with pytest.raises(InvalidParams):
+        client.call("calculator.add", float("inf"), 1)
+    with pytest.raises(InvalidParams):
+        client.call("calculator.add", float("nan"), 1)
+    with pytest.raises(RemoteError) as info:
+        client.call("calculator.multiply", 1e308, 10)  # overflows to inf, which JSON cannot carry
+    assert info.value.remote_type == "UnserializableResult"

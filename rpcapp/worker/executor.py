@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import logging
+import math
 import threading
 import time
 import traceback
@@ -169,7 +170,11 @@ class Executor:
                 result = proc.func(*args, **kwargs)
                 if req.stream:
                     result = Pump(self.transport, self.signer, req, self.limits.max_reply_bytes, self.limits.reply_ttl).run(result)
+            if isinstance(result, float) and not math.isfinite(result):
+                raise _NotJson(f"{result} is not a JSON number")
             reply = reply_ok(req.id, result, **meta)
+        except _NotJson as exc:
+            reply = reply_error(req.id, _remote(exc, "", "UnserializableResult"), **meta)
         except StreamCancelled:
             reply = reply_error(req.id, {"code": "cancelled", "message": "the caller stopped iterating"}, **meta)
         except RpcError as exc:
@@ -261,6 +266,10 @@ class Executor:
             out.append((w["reply_to"], self.signer.pack({**reply, "id": w["id"]})))
         if out:
             self.transport.send_replies(out, self.limits.reply_ttl)
+
+
+class _NotJson(ValueError):
+    """A result JSON cannot carry (inf, NaN): the codec would turn it into null."""
 
 
 def _remote(exc: BaseException, tb: str, type_name: str | None = None) -> dict[str, Any]:
