@@ -112,10 +112,10 @@ def test_the_provider_list_shows_live_state_and_drains(admin_client: Any, client
     assert "live" in text and " s</td>" in text  # heartbeat age
     provider = Provider.objects.get(id=worker.name)
     act(admin_client, "provider", "drain_providers", provider.pk)
-    wait_for(lambda: worker.drained, 3.0, message="the worker sees its drain")
+    wait_for(lambda: worker.drained, 2.0, message="the worker sees its drain")
     wait_for(lambda: "draining" in admin_client.get(reverse("admin:rpcapp_provider_changelist")).content.decode(), 5.0)
     act(admin_client, "provider", "undrain_providers", provider.pk)
-    wait_for(lambda: not worker.drained, 3.0)
+    wait_for(lambda: not worker.drained, 2.0)
     assert logged(provider) == ["Drained", "Stopped draining"]
 
 

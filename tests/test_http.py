@@ -196,3 +196,40 @@ def test_non_finite_floats_are_refused_both_ways(worker: Any, client: Any) -> No
     with pytest.raises(RemoteError) as info:
         client.call("calculator.multiply", 1e308, 10)  # overflows to inf, which JSON cannot carry
     assert info.value.remote_type == "UnserializableResult"
+
+
+def _asgi_post(path: str, chunks: list[bytes], headers: list[tuple[bytes, bytes]]) -> int:
+    """POST through Django's ASGI handler with exactly these headers and body chunks."""
+    from django.core.asgi import get_asgi_application
+
+    app = get_asgi_application()
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+             "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "", "headers": headers,
+             "client": ("127.0.0.1", 5000), "server": ("testserver", 80)}
+    pending = [{"type": "http.request", "body": c, "more_body": i < len(chunks) - 1} for i, c in enumerate(chunks)]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        if pending:
+            return pending.pop(0)
+        await asyncio.sleep(3600)  # the client stays connected (Django cancels this wait)
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    asyncio.run(app(scope, receive, send))
+    starts = [m["status"] for m in sent if m["type"] == "http.response.start"]
+    assert starts, sent
+    return int(starts[0])
+
+
+def test_an_understated_or_missing_content_length_under_asgi_is_still_bounded(urls: Any, settings: Any, worker: Any, caller: Any, rpc_conf: dict[str, Any]) -> None:  # noqa: F811
+    settings.RPCAPP = {**rpc_conf, "MAX_REQUEST_BYTES": 1000}
+    chunks = [b"[" + b'"x",' * 200, b'"x",' * 200 + b'"x"]']  # 1,606 bytes in two chunks
+    auth = [(b"authorization", basic("carol", "pw").encode()), (b"content-type", b"application/json")]
+    assert _asgi_post("/async/", chunks, [*auth, (b"content-length", b"10")]) == 413  # says 10 bytes
+    assert _asgi_post("/async/", chunks, auth) == 413  # says nothing
+    assert _asgi_post("/add/", chunks, [*auth, (b"content-length", b"10")]) == 413  # the sync view under ASGI
+    assert _asgi_post("/async/", [b'{"value": 5}'], auth) == 200
+    assert worker.executor.calls_served == 1

@@ -9,6 +9,7 @@ their code string in ``data.code`` (see ``rpcapp.errors.HTTP_MAPPING``).
 
 from __future__ import annotations
 
+import logging
 from concurrent.futures import Future
 from typing import Any
 
@@ -22,10 +23,11 @@ from ..registry import RESERVED
 from ..runtime import get_client
 from .access import Refused, resolve
 
-PARSE_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, INVALID_PARAMS = -32700, -32600, -32601, -32602
+PARSE_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, INVALID_PARAMS, INTERNAL_ERROR = -32700, -32600, -32601, -32602, -32603
 UNAUTHENTICATED, FORBIDDEN = -32011, -32012
 
 _NO_ID = object()
+log = logging.getLogger("rpcapp.http")
 
 
 def _error(call_id: Any, code: int, message: str, data: Any = None) -> dict[str, Any]:
@@ -95,6 +97,9 @@ class Batch:
             return _error(call_id, INVALID_PARAMS, "Invalid params", error_body(exc))
         except RpcError as exc:
             return _rpc_error(call_id, exc, self.caller)
+        except Exception:  # a bug of ours must not become an HTML 500 page
+            log.exception("JSON-RPC call to %s failed", method)
+            return _error(call_id, INTERNAL_ERROR, "Internal error")
 
     def responses(self) -> list[dict[str, Any]]:
         out = []
@@ -113,6 +118,9 @@ class Batch:
             if exc.code == "invalid_params":
                 return _error(call_id, INVALID_PARAMS, "Invalid params", error_body(exc))
             return _rpc_error(call_id, exc, self.caller)
+        except Exception:  # a bug of ours must not become an HTML 500 page
+            log.exception("JSON-RPC call %r failed", call_id)
+            return _error(call_id, INTERNAL_ERROR, "Internal error")
 
 
 @csrf_exempt
