@@ -87,6 +87,8 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_BEAT_SCHEDULE = {
     "rpcapp-reap-providers": {"task": "rpcapp.tasks.reap_providers", "schedule": 10.0},
     "rpcapp-relay-outbox": {"task": "rpcapp.tasks.relay_outbox", "schedule": 5.0},
+    "rpcapp-roll-up-calls": {"task": "rpcapp.tasks.roll_up_calls", "schedule": 30.0},
+    "rpcapp-prune-history": {"task": "rpcapp.tasks.prune_history", "schedule": 3600.0},
 }
 
 LOGGING = {

@@ -31,6 +31,7 @@ from .errors import (
 from .events import Publisher
 from .governance import Governor
 from .protocol import Request, Signer, now_ms
+from .records import encode
 from .registry import Registry, Spec, default_registry
 from .replies import ReplyListener, complete
 from .retries import Attempts
@@ -56,6 +57,8 @@ class ClientSettings:
     stream_window: int = 64
     catalog: bool = True  # False: ignore the catalog (every service as if unlisted)
     catalog_refresh: float = 10.0
+    record_calls: bool = True  # the caller's side of call history: timeouts and late replies
+    history_max: int = 100_000
 
 
 class Client:
@@ -178,6 +181,15 @@ class Client:
         returns the event id once it is queued. ``timeout`` bounds the retries
         while Redis is unreachable (then ``ServiceUnavailable``)."""
         return self._publisher.publish(topic, payload, timeout, _CALLER, event_id)
+
+    def record(self, **fields: Any) -> None:
+        """Append a caller-side call record (a timeout, a late reply); never raises."""
+        if not self.settings.record_calls:
+            return
+        try:
+            self.transport.record_calls([encode(caller=_CALLER, at=now_ms(), **fields)], self.settings.history_max)
+        except Exception as exc:  # recording must never cost a caller anything
+            log.debug("could not record call %s: %s", fields.get("id"), exc)
 
     def describe(self, name: str) -> Spec:
         """The procedure's spec (from this process's code, else as a worker

@@ -41,6 +41,12 @@ DEFAULTS: dict[str, Any] = {
     "EVENT_RETRY_DELAY": 1.0,
     "STREAM_WINDOW": 64,
     "OUTBOX_BATCH": 500,
+    "RECORD_CALLS": True,
+    "METRICS_PUBLIC": False,
+    "HISTORY_STREAM_MAX": 100_000,
+    "HISTORY_RETENTION_DAYS": 7,
+    "ROLLUP_RETENTION_DAYS": 90,
+    "REDACT_KEYS": ["password", "passwd", "secret", "token", "api_key", "apikey", "authorization", "card_number", "cvv"],
 }
 
 
@@ -70,6 +76,12 @@ class Conf:
     EVENT_RETRY_DELAY: float
     STREAM_WINDOW: int
     OUTBOX_BATCH: int
+    RECORD_CALLS: bool
+    METRICS_PUBLIC: bool
+    HISTORY_STREAM_MAX: int
+    HISTORY_RETENTION_DAYS: float
+    ROLLUP_RETENTION_DAYS: float
+    REDACT_KEYS: list[str]
 
     @property
     def embedded_dir(self) -> Path:

@@ -21,6 +21,8 @@ key                                type       bound
 ``ns:{svc}:inboxes``               set        providers with an inbox; members removed by recovery
 ``ns:{svc}:rl:<scope>``            string     a rate limit's next free time; PX = its period
 ``ns:catalog``                     hash       one field per service: its catalog config (JSON)
+``ns:history``                     stream     call records on their way to the database; MAXLEN ~ ``HISTORY_STREAM_MAX``
+``ns:metrics``                     hash       Prometheus counters: one field per procedure, status and bucket
 ``ns:catalog:changed``             channel    pub/sub: the name of a service whose config changed
 ``ns:{svc}:delayed``               zset       event retries waiting for their backoff
 ``ns:{svc}:credit:<call>``         list       a stream's acknowledgements; TTL = deadline
@@ -88,6 +90,14 @@ def rate_limit(ns: str, service: str, scope: str) -> str:
     return _svc(ns, service, f"rl:{scope}")
 
 
+def history(ns: str) -> str:
+    return f"{ns}:history"
+
+
+def metrics(ns: str) -> str:
+    return f"{ns}:metrics"
+
+
 def catalog(ns: str) -> str:
     return f"{ns}:catalog"
 
@@ -152,6 +162,9 @@ def pattern(ns: str) -> str:
     """A SCAN pattern matching every key of a namespace."""
     return f"{ns}:*"
 
+
+RECORDERS = "recorders"
+"""The consumer group of the call-history stream (whoever stores records)."""
 
 GROUP = "workers"
 """The consumer group every worker of a service reads through."""

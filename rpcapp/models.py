@@ -125,3 +125,54 @@ class Provider(models.Model):
 
     def __str__(self) -> str:
         return self.id
+
+
+class CallRecord(models.Model):
+    """One call, as its worker (and, for timeouts and late replies, its caller) saw it."""
+
+    STATUS_EXTRA = [("expired", "expired before running"), ("late", "late reply (the caller had given up)")]
+
+    id = models.CharField(max_length=64, primary_key=True)
+    procedure = models.CharField(max_length=300)
+    provider = models.CharField(max_length=200, blank=True)
+    caller = models.CharField(max_length=200, blank=True)
+    status = models.CharField(max_length=30, help_text='"ok", an error code, "timeout" (at the caller), "expired" or "late".')
+    queued_ms = models.FloatField(null=True, blank=True)
+    run_ms = models.FloatField(null=True, blank=True)
+    total_ms = models.FloatField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    args_preview = models.CharField(max_length=500, blank=True)
+    trace_id = models.CharField(max_length=64, blank=True, db_index=True)
+    parent_id = models.CharField(max_length=64, blank=True)
+    created_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        permissions = [("replay_call", "Can replay a recorded call from the dashboard")]
+        indexes = [
+            models.Index(fields=["procedure", "-created_at"]),
+            models.Index(fields=["status", "-created_at"]),
+            models.Index(fields=["provider", "-created_at"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.procedure} {self.id}"
+
+
+class CallRollup(models.Model):
+    """Calls of one procedure in one minute: count, errors, latency histogram."""
+
+    procedure = models.CharField(max_length=300)
+    minute = models.DateTimeField()
+    count = models.PositiveIntegerField(default=0)
+    errors = models.PositiveIntegerField(default=0)
+    total_ms_sum = models.FloatField(default=0.0)
+    buckets = models.JSONField(default=list, help_text="Calls per latency bucket (rpcapp.history.BUCKETS_MS).")
+
+    class Meta:
+        ordering = ["minute"]
+        constraints = [models.UniqueConstraint(fields=["procedure", "minute"], name="rpcapp_rollup_unique")]
+        indexes = [models.Index(fields=["minute"])]
+
+    def __str__(self) -> str:
+        return f"{self.procedure} @ {self.minute:%Y-%m-%d %H:%M}"

@@ -200,6 +200,7 @@ class ReplyListener(threading.Thread):
             self._needed.notify()
         if getattr(fut, "rpc_sent", False):
             complete(fut, exc=RpcTimeout("no reply before the deadline", procedure=procedure, call_id=call_id))
+            self.client.record(id=call_id, procedure=procedure, status="timeout", error="timeout: no reply before the deadline")
         else:  # Redis stayed unreachable until the deadline: the call never left
             complete(fut, exc=ServiceUnavailable("redis unreachable until the deadline", procedure=procedure))
 
@@ -301,6 +302,7 @@ class ReplyListener(threading.Thread):
                 self._expired.pop(call_id, None)
             self.client.late_replies += 1
             log.info("dropped a late reply for call %s", call_id)
+            self.client.record(id=call_id, status="late", provider=data.get("provider", ""), queued_ms=data.get("queued_ms"), run_ms=data.get("run_ms"))
             return
         fut, returns, procedure = entry
         if fut.done():

@@ -42,6 +42,8 @@ def client_settings() -> ClientSettings:
         stream_window=c.STREAM_WINDOW,
         catalog=c.CATALOG,
         catalog_refresh=c.CATALOG_REFRESH,
+        record_calls=c.RECORD_CALLS,
+        history_max=c.HISTORY_STREAM_MAX,
     )
 
 
@@ -60,6 +62,9 @@ def worker_settings(**overrides: Any) -> WorkerSettings:
         "dead_letter_max": c.DEAD_LETTER_MAX,
         "event_max_attempts": c.EVENT_MAX_ATTEMPTS,
         "event_retry_delay": c.EVENT_RETRY_DELAY,
+        "record_calls": c.RECORD_CALLS,
+        "history_max": c.HISTORY_STREAM_MAX,
+        "redact": tuple(k.lower() for k in c.REDACT_KEYS),
         "lock_factory": _lock_factory,
     }
     values.update(overrides)

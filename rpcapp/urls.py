@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from . import views
+from . import metrics, views
 from .gateways.jsonrpc import jsonrpc
 from .gateways.openapi import openapi
 from .gateways.xmlrpc import xmlrpc_endpoint
@@ -14,4 +14,5 @@ urlpatterns = [
     path("xmlrpc/", xmlrpc_endpoint, name="xmlrpc"),
     path("openapi.json", openapi, name="openapi"),
     path("call/<str:procedure>/", views.call, name="call"),
+    path("metrics", metrics.metrics, name="metrics"),
 ]

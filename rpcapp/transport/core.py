@@ -20,6 +20,9 @@ from .base import _guard, _text, log
 from .catalog import CatalogOps
 from .events import EventOps
 
+Finish = tuple[str, str, "str | None", "bytes | None", "bytes | None"]
+"""(route, entry id, reply key, reply frame, call record) of a finished request."""
+
 
 class Transport(CatalogOps, EventOps):
     """Redis operations of rpcapp, under one namespace."""
@@ -75,15 +78,21 @@ class Transport(CatalogOps, EventOps):
         return out
 
     @_guard
-    def finish_many(self, items: list[tuple[str, str, str | None, bytes | None]], reply_ttl: int) -> None:
-        """``finish`` for many (service, entry id, reply key, frame) in one round trip."""
+    def finish_many(self, items: list[Finish], reply_ttl: int, history_max: int = 100_000) -> None:
+        """Send replies and retire entries for many (service, entry id, reply key,
+        frame, call record) in one round trip. The call records go last, and a
+        failure to write them is logged, never raised: it must not make a reply
+        be sent twice or not at all."""
         pipe = self.redis.pipeline(transaction=False)
         replies: dict[str, list[bytes]] = {}
         done: dict[str, list[str]] = {}
-        for service, entry_id, reply_key, frame in items:
+        records = []
+        for service, entry_id, reply_key, frame, record in items:
             if reply_key and frame is not None:
                 replies.setdefault(reply_key, []).append(frame)
             done.setdefault(service, []).append(entry_id)
+            if record is not None:
+                records.append(record)
         for key, frames in replies.items():
             pipe.lpush(key, *frames)
             pipe.expire(key, reply_ttl)
@@ -91,7 +100,67 @@ class Transport(CatalogOps, EventOps):
             stream = keys.requests(self.ns, service)
             pipe.xack(stream, keys.GROUP, *ids)
             pipe.xdel(stream, *ids)
+        essential = len(pipe)
+        for record in records:
+            pipe.xadd(keys.history(self.ns), {"r": record}, maxlen=history_max, approximate=True)
+        results = pipe.execute(raise_on_error=False)
+        failed = next((r for r in results[:essential] if isinstance(r, Exception)), None)
+        if failed is not None:
+            raise failed
+        lost = sum(isinstance(r, Exception) for r in results[essential:])
+        if lost:
+            log.warning("%d call record(s) not written: %s", lost, next(r for r in results[essential:] if isinstance(r, Exception)))
+
+    @_guard
+    def record_calls(self, records: list[bytes], history_max: int = 100_000) -> None:
+        """Append call records (the caller's side: timeouts, late replies)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for record in records:
+            pipe.xadd(keys.history(self.ns), {"r": record}, maxlen=history_max, approximate=True)
         pipe.execute()
+
+    @_guard
+    def ensure_recorders(self) -> None:
+        try:
+            self.redis.xgroup_create(keys.history(self.ns), keys.RECORDERS, id="0", mkstream=True)
+        except redis.exceptions.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    @_guard
+    def take_records(self, consumer: str, count: int, block_ms: int) -> list[tuple[str, bytes]]:
+        """Call records for the recorder: pending ones of this consumer first
+        (left by a crash before they were stored), then new ones."""
+        stream = keys.history(self.ns)
+        for start in ("0", ">"):
+            res = self.redis.xreadgroup(keys.RECORDERS, consumer, {stream: start}, count=count, block=None if start == "0" else block_ms)
+            rows = res.items() if isinstance(res, dict) else (res or [])
+            got = [(_text(eid), f.get(b"r", b"")) for _, entries in rows for eid, f in entries if f]
+            if got:
+                return got
+        return []
+
+    @_guard
+    def records_stored(self, ids: list[str]) -> None:
+        if ids:
+            stream = keys.history(self.ns)
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.xack(stream, keys.RECORDERS, *ids)
+            pipe.xdel(stream, *ids)
+            pipe.execute()
+
+    @_guard
+    def bump_metrics(self, increments: dict[str, float]) -> None:
+        """Add to the Prometheus counters kept in Redis (``ns:metrics``)."""
+        if increments:
+            pipe = self.redis.pipeline(transaction=False)
+            for field, amount in increments.items():
+                pipe.hincrbyfloat(keys.metrics(self.ns), field, amount)
+            pipe.execute()
+
+    @_guard
+    def metrics(self) -> dict[str, float]:
+        return {_text(k): float(v) for k, v in self.redis.hgetall(keys.metrics(self.ns)).items()}
 
     @_guard
     def send_replies(self, replies: Iterable[tuple[str, bytes]], reply_ttl: int) -> None:

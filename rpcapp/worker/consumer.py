@@ -24,6 +24,7 @@ from ..catalog import CatalogCache
 from ..errors import TransportError
 from ..keys import inbox_route
 from ..protocol import Signer, now_ms
+from ..records import DEFAULT_REDACT
 from ..registry import Registry
 from ..transport import MissingGroup, Transport
 from .broadcast import BroadcastListener
@@ -53,6 +54,9 @@ class WorkerSettings:
     block_ms: int = 1000
     event_max_attempts: int = 5
     event_retry_delay: float = 1.0
+    record_calls: bool = True
+    history_max: int = 100_000
+    redact: tuple[str, ...] = DEFAULT_REDACT
     max_calls: int | None = None  # stop (drained) after this many calls
     hooks: list[Any] = field(default_factory=list)
     lock_factory: Callable[[str, float], Any] | None = None  # (name, ttl) -> a lock with acquire/release
@@ -96,7 +100,7 @@ class Worker:
         self.catalog = catalog
         limits = Limits(
             s.max_request_bytes, s.max_reply_bytes, s.reply_ttl, s.idempotency_ttl, s.dead_letter_max,
-            s.event_max_attempts, s.event_retry_delay,
+            s.event_max_attempts, s.event_retry_delay, s.record_calls, s.history_max, s.redact,
         )
         self.executor = Executor(transport, signer, registry, limits, self.name, s.hooks, s.lock_factory)
         self.recovery = Recovery(self.executor, self.name, s.provider_ttl, s.max_deliveries, s.max_queue_length)

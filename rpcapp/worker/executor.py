@@ -30,8 +30,10 @@ from ..errors import (
     TransportError,
 )
 from ..protocol import Event, Request, Signer, decode_message, now_ms, reply_error, reply_ok
+from ..records import DEFAULT_REDACT, encode, preview
 from ..registry import Registry
 from ..transport import Transport
+from ..transport.core import Finish
 from .events import EventRunner
 from .hooks import run_hooks
 from .streaming import Pump, StreamCancelled
@@ -48,6 +50,9 @@ class Limits:
     dead_letter_max: int
     event_max_attempts: int = 5
     event_retry_delay: float = 1.0
+    record_calls: bool = True
+    history_max: int = 100_000
+    redact: tuple[str, ...] = DEFAULT_REDACT
 
 
 class Executor:
@@ -69,17 +74,17 @@ class Executor:
         self.provider = provider
         self.hooks = hooks or []
         self.calls_served = 0
-        self._unfinished: list[tuple[str, str, str | None, bytes | None]] = []
+        self._unfinished: list[Finish] = []
         self._unfinished_lock = threading.Lock()
         self._finishing: set[str] = set()
-        self._finisher: Combiner[tuple[str, str, str | None, bytes | None]] = Combiner(self._finish_many)
+        self._finisher: Combiner[Finish] = Combiner(self._finish_many)
         self.events = EventRunner(self)
 
-    def _finish_many(self, items: list[tuple[str, str, str | None, bytes | None]]) -> None:
+    def _finish_many(self, items: list[Finish]) -> None:
         try:
-            self.transport.finish_many(items, self.limits.reply_ttl)
+            self.transport.finish_many(items, self.limits.reply_ttl, self.limits.history_max)
             with self._unfinished_lock:
-                self._finishing.difference_update(entry_id for _, entry_id, _, _ in items)
+                self._finishing.difference_update(item[1] for item in items)
         except TransportError as exc:
             # Kept, and sent again by retry_unfinished() from the heartbeat.
             log.warning("redis failed while finishing %d call(s): %s", len(items), exc)
@@ -124,7 +129,7 @@ class Executor:
             self.events.handle(service, entry_id, req)
             return
         if req.expired:
-            self.transport.ack(service, entry_id)
+            self.finish(service, entry_id, None, None, self._record(req, None, "expired"))
             self.transport.incr(service, "expired")
             log.info("call %s to %s expired before it ran", req.id, req.procedure)
             return
@@ -137,15 +142,36 @@ class Executor:
         frame = self._pack(req, reply)
         if req.idempotency_key and req.reply_to is not None:
             self._complete(req, reply)
-        self.finish(service, entry_id, req.reply_to, frame)
+        self.finish(service, entry_id, req.reply_to, frame, self._record(req, reply))
         with self._unfinished_lock:
             self.calls_served += 1
 
-    def finish(self, service: str, entry_id: str, reply_to: str | None, frame: bytes | None) -> None:
+    def finish(self, service: str, entry_id: str, reply_to: str | None, frame: bytes | None, record: bytes | None = None) -> None:
         """Send the reply (if any) and retire the entry, batched with other threads'."""
         with self._unfinished_lock:
             self._finishing.add(entry_id)
-        self._finisher.submit((service, entry_id, reply_to, frame))
+        self._finisher.submit((service, entry_id, reply_to, frame, record))
+
+    def _record(self, req: Request, reply: dict[str, Any] | None, status: str | None = None) -> bytes | None:
+        """The call record of ``req`` (None when recording is off); never raises."""
+        if not self.limits.record_calls:
+            return None
+        try:
+            now = now_ms()
+            error = "" if reply is None or reply["ok"] else _error_text(reply["error"])
+            proc = self.registry.find(req.procedure)
+            names = [p.name for p in proc.spec.signature.params if p.kind == "pos"] if proc else []
+            return encode(
+                id=req.id, procedure=req.procedure, provider=self.provider, caller=req.caller,
+                status=status or ("ok" if reply and reply["ok"] else (reply or {}).get("error", {}).get("code", "remote_error")),
+                queued_ms=(reply or {}).get("queued_ms"), run_ms=(reply or {}).get("run_ms"),
+                total_ms=max(0, now - req.sent_at) if req.sent_at else None, error=error,
+                args=preview(names, req.args, req.kwargs, self.limits.redact),
+                trace_id=req.trace_id, parent_id=req.parent_id or "", at=now,
+            )
+        except Exception:  # recording must never cost a call
+            log.exception("could not build the record of call %s", req.id)
+            return None
 
     def reject(self, service: str, entry_id: str | None, raw: bytes, reason: str) -> None:
         log.warning("message %s on %s %s", entry_id, service, reason)
@@ -245,7 +271,7 @@ class Executor:
                 log.warning("ignoring a forged idempotency entry for %s: %s", req.procedure, exc)
                 return True
             first["id"] = req.id
-            self.transport.finish_many([(service, entry_id, req.reply_to, self.signer.pack(first))], self.limits.reply_ttl)
+            self.transport.finish_many([(service, entry_id, req.reply_to, self.signer.pack(first), None)], self.limits.reply_ttl)
         else:  # another call with this key is running; it will answer us
             self.transport.ack(service, entry_id)
         return False
@@ -266,6 +292,13 @@ class Executor:
             out.append((w["reply_to"], self.signer.pack({**reply, "id": w["id"]})))
         if out:
             self.transport.send_replies(out, self.limits.reply_ttl)
+
+
+def _error_text(error: dict[str, Any]) -> str:
+    text = f"{error.get('code', 'remote_error')}: {error.get('message', '')}"
+    if error.get("traceback"):
+        text += "\n" + str(error["traceback"])
+    return text[:20_000]
 
 
 class _NotJson(ValueError):

@@ -13,8 +13,9 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError, connections
 
-from rpcapp import catalog_store, runtime
+from rpcapp import catalog_store, conf, runtime
 from rpcapp.errors import RpcError
+from rpcapp.history import Recorder
 from rpcapp.registry import default_registry
 from rpcapp.worker.consumer import provider_id
 from rpcapp.worker.supervisor import Supervisor
@@ -50,11 +51,19 @@ class Command(BaseCommand):
         worker = runtime.build_worker(services, name=opts["name"], concurrency=opts["concurrency"], max_calls=opts["max_calls"])
         self._on_signals(worker.request_stop)
         stop_refresh = threading.Event()
+        recorder = None
         if self._sync_catalog(worker.services):
             catalog_store.start_refresher(stop_refresh)
+            if conf.get().RECORD_CALLS:
+                recorder = Recorder(runtime.build_transport(), worker.name)
+                recorder.start()
+        else:
+            logging.getLogger("rpcapp.history").info("call records are left for other workers to store (no database here)")
         connections.close_all()
         worker.run()
         stop_refresh.set()
+        if recorder is not None:
+            recorder.stop()
         self.stdout.write(f"worker {worker.name} stopped")
 
     def _run_processes(self, services: list[str] | None, opts: dict[str, Any]) -> int:
