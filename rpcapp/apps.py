@@ -19,3 +19,7 @@ class RpcAppConfig(AppConfig):
         )
 
         autodiscover_modules("rpc")
+        from django.contrib import admin
+
+        if admin.site.index_template is None:  # a link to the dashboard on the admin's index
+            admin.site.index_template = "rpcapp/admin_index.html"

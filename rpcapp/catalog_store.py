@@ -136,7 +136,9 @@ def live_providers() -> dict[str, dict[str, Any]]:
     ttl = conf.get().PROVIDER_TTL
     now = timezone.now().timestamp()
     out: dict[str, dict[str, Any]] = {}
-    for name in Service.objects.values_list("name", flat=True):
+    from .registry import default_registry
+
+    for name in sorted(set(Service.objects.values_list("name", flat=True)) | set(default_registry.services())):
         for raw in transport.providers_info(name).values():
             try:
                 info = orjson.loads(raw)

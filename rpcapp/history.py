@@ -36,7 +36,7 @@ BUCKETS_MS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 30000
 """Upper bounds (ms) of the latency histogram; one more bucket above the last."""
 
 CALLER_STATUSES = ("late", "expired", "timeout")  # the caller's verdict wins, in this order
-FIELDS = ("procedure", "provider", "caller", "status", "queued_ms", "run_ms", "total_ms", "error", "args_preview", "trace_id", "parent_id")
+FIELDS = ("procedure", "provider", "caller", "status", "queued_ms", "run_ms", "total_ms", "error", "args_preview", "payload", "trace_id", "parent_id")
 
 
 def _row(data: dict[str, Any]) -> dict[str, Any]:
@@ -52,6 +52,7 @@ def _row(data: dict[str, Any]) -> dict[str, Any]:
         "total_ms": data.get("total_ms"),
         "error": str(data.get("error") or ""),
         "args_preview": str(data.get("args") or "")[:500],
+        "payload": data.get("payload"),
         "trace_id": str(data.get("trace_id") or "")[:64],
         "parent_id": str(data.get("parent_id") or "")[:64],
         "created_at": dt.datetime.fromtimestamp(float(at) / 1000, tz=dt.UTC),
@@ -203,7 +204,8 @@ def roll_up(since: dt.datetime | None = None) -> int:
     for r in rows:
         cumulative = [r[f"b{i}"] for i in range(len(BUCKETS_MS))] + [r["timed"]]
         buckets = [cumulative[0]] + [cumulative[i] - cumulative[i - 1] for i in range(1, len(cumulative))]
-        out.append(CallRollup(procedure=r["procedure"], minute=r["minute"], count=r["count"], errors=r["errors"], total_ms_sum=r["total"] or 0.0, buckets=buckets))
+        columns = dict(zip(CallRollup.BUCKET_FIELDS, buckets, strict=True))
+        out.append(CallRollup(procedure=r["procedure"], minute=r["minute"], count=r["count"], errors=r["errors"], total_ms_sum=r["total"] or 0.0, **columns))
     with transaction.atomic():
         CallRollup.objects.filter(minute__gte=since).delete()
         CallRollup.objects.bulk_create(out, batch_size=1000)

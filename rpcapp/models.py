@@ -142,6 +142,7 @@ class CallRecord(models.Model):
     total_ms = models.FloatField(null=True, blank=True)
     error = models.TextField(blank=True)
     args_preview = models.CharField(max_length=500, blank=True)
+    payload = models.JSONField(null=True, blank=True, help_text="A failed call's arguments, kept to replay it (not when any looks secret).")
     trace_id = models.CharField(max_length=64, blank=True, db_index=True)
     parent_id = models.CharField(max_length=64, blank=True)
     created_at = models.DateTimeField(db_index=True)
@@ -160,14 +161,32 @@ class CallRecord(models.Model):
 
 
 class CallRollup(models.Model):
-    """Calls of one procedure in one minute: count, errors, latency histogram."""
+    """Calls of one procedure in one minute: count, errors, and a latency
+    histogram, one column per bucket (``rpcapp.history.BUCKETS_MS``) so that
+    the database sums them."""
 
     procedure = models.CharField(max_length=300)
     minute = models.DateTimeField()
     count = models.PositiveIntegerField(default=0)
     errors = models.PositiveIntegerField(default=0)
     total_ms_sum = models.FloatField(default=0.0)
-    buckets = models.JSONField(default=list, help_text="Calls per latency bucket (rpcapp.history.BUCKETS_MS).")
+    b0 = models.PositiveIntegerField(default=0)
+    b1 = models.PositiveIntegerField(default=0)
+    b2 = models.PositiveIntegerField(default=0)
+    b3 = models.PositiveIntegerField(default=0)
+    b4 = models.PositiveIntegerField(default=0)
+    b5 = models.PositiveIntegerField(default=0)
+    b6 = models.PositiveIntegerField(default=0)
+    b7 = models.PositiveIntegerField(default=0)
+    b8 = models.PositiveIntegerField(default=0)
+    b9 = models.PositiveIntegerField(default=0)
+    b10 = models.PositiveIntegerField(default=0)
+    b11 = models.PositiveIntegerField(default=0)
+    b12 = models.PositiveIntegerField(default=0)
+    b13 = models.PositiveIntegerField(default=0)
+    b14 = models.PositiveIntegerField(default=0)
+
+    BUCKET_FIELDS = [f"b{i}" for i in range(15)]
 
     class Meta:
         ordering = ["minute"]
@@ -176,3 +195,7 @@ class CallRollup(models.Model):
 
     def __str__(self) -> str:
         return f"{self.procedure} @ {self.minute:%Y-%m-%d %H:%M}"
+
+    @property
+    def buckets(self) -> list[int]:
+        return [getattr(self, f) for f in self.BUCKET_FIELDS]

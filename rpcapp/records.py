@@ -47,3 +47,22 @@ def preview(names: list[str], args: list[Any], kwargs: dict[str, Any], redact: t
 
 def encode(**fields: Any) -> bytes:
     return orjson.dumps(fields, default=str)
+
+
+def replayable(names: list[str], args: list[Any], kwargs: dict[str, Any], redact: tuple[str, ...]) -> dict[str, Any] | None:
+    """A failed call's arguments to keep for a replay, or None if any argument
+    (or key inside one) looks secret: those are never stored."""
+    named = [*(names[i] if i < len(names) else "" for i in range(len(args))), *kwargs]
+    if any(_sensitive(n, redact) for n in named) or _has_secret([*args, *kwargs.values()], redact):
+        return None
+    return {"args": args, "kwargs": kwargs}
+
+
+def _has_secret(value: Any, redact: tuple[str, ...], depth: int = 0) -> bool:
+    if depth > 8:
+        return True
+    if isinstance(value, dict):
+        return any((isinstance(k, str) and _sensitive(k, redact)) or _has_secret(v, redact, depth + 1) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return any(_has_secret(v, redact, depth + 1) for v in value)
+    return False

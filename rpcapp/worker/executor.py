@@ -30,7 +30,7 @@ from ..errors import (
     TransportError,
 )
 from ..protocol import Event, Request, Signer, decode_message, now_ms, reply_error, reply_ok
-from ..records import DEFAULT_REDACT, encode, preview
+from ..records import DEFAULT_REDACT, encode, preview, replayable
 from ..registry import Registry
 from ..transport import Transport
 from ..transport.core import Finish
@@ -167,6 +167,7 @@ class Executor:
                 queued_ms=(reply or {}).get("queued_ms"), run_ms=(reply or {}).get("run_ms"),
                 total_ms=max(0, now - req.sent_at) if req.sent_at else None, error=error,
                 args=preview(names, req.args, req.kwargs, self.limits.redact),
+                payload=None if not error else replayable(names, req.args, req.kwargs, self.limits.redact),
                 trace_id=req.trace_id, parent_id=req.parent_id or "", at=now,
             )
         except Exception:  # recording must never cost a call

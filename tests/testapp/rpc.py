@@ -271,3 +271,9 @@ def where(key: str = "") -> str:
 def where_slow(seconds: float) -> str:
     time.sleep(seconds)
     return where()
+
+
+@procedure("tests.login")
+def login(user: str, password: str) -> None:
+    """Always refuses: a failing call whose arguments include a secret."""
+    raise PermissionError(f"no such user {user}")

@@ -1,0 +1,104 @@
+"""Layer 3: the dashboard's numbers, computed in the database.
+
+"Now" (the overview cards) comes from the raw records of the last five
+minutes (an indexed range); the charts and the procedure table come from
+the per-minute rollups, summed by the database per minute (last hour), per
+ten minutes (last day, from per-minute sums) or per hour (last week).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from django.db.models import Count, F, Q, QuerySet, Sum
+from django.db.models.functions import TruncHour, TruncMinute
+from django.utils import timezone
+
+from ..history import BUCKETS_MS, percentile
+from ..models import CallRecord, CallRollup
+
+RANGES = {"hour": (dt.timedelta(hours=1), 1), "day": (dt.timedelta(days=1), 10), "week": (dt.timedelta(days=7), 60)}
+"""range -> (span, minutes per chart point)."""
+NOW_WINDOW = dt.timedelta(minutes=5)
+BUCKETS = CallRollup.BUCKET_FIELDS
+
+
+def now_cards(now: dt.datetime | None = None) -> dict[str, Any]:
+    """Calls per minute, error rate and latency percentiles over the last five minutes."""
+    now = now or timezone.now()
+    recent = CallRecord.objects.filter(created_at__gte=now - NOW_WINDOW)
+    bounds = {f"le{i}": Count("id", filter=Q(total_ms__lte=b)) for i, b in enumerate(BUCKETS_MS)}
+    row = recent.aggregate(count=Count("id"), errors=Count("id", filter=~Q(status="ok")), timed=Count("total_ms"), **bounds)
+    cumulative = [row[f"le{i}"] for i in range(len(BUCKETS_MS))] + [row["timed"]]
+    buckets = [cumulative[0]] + [cumulative[i] - cumulative[i - 1] for i in range(1, len(cumulative))]
+    count = row["count"] or 0
+    return {
+        "calls_per_min": round(count / (NOW_WINDOW.total_seconds() / 60), 1),
+        "error_rate": round(100 * (row["errors"] or 0) / count, 1) if count else 0.0,
+        "p50_ms": percentile(buckets, 0.50),
+        "p95_ms": percentile(buckets, 0.95),
+        "p99_ms": percentile(buckets, 0.99),
+        "calls": count,
+    }
+
+
+def _rollups(since: dt.datetime, procedure: str | None) -> QuerySet[CallRollup]:
+    qs = CallRollup.objects.filter(minute__gte=since)
+    return qs.filter(procedure=procedure) if procedure else qs
+
+
+def series(range_name: str, procedure: str | None = None, now: dt.datetime | None = None) -> dict[str, Any]:
+    """Chart points: calls/min, error rate (%) and p50/p95/p99 (ms) per point."""
+    span, step = RANGES.get(range_name, RANGES["hour"])
+    now = (now or timezone.now()).replace(second=0, microsecond=0)
+    since = now - span
+    trunc = TruncHour("minute") if step == 60 else TruncMinute("minute")
+    sums = {f: Sum(f) for f in BUCKETS}
+    rows = _rollups(since, procedure).annotate(t=trunc).values("t").annotate(count=Sum("count"), errors=Sum("errors"), **sums).order_by("t")
+    points: dict[dt.datetime, list[Any]] = {}
+    for r in rows:
+        t = r["t"]
+        key = t - dt.timedelta(minutes=t.minute % step) if step not in (1, 60) else t
+        acc = points.setdefault(key, [0, 0, [0] * len(BUCKETS)])
+        acc[0] += r["count"] or 0
+        acc[1] += r["errors"] or 0
+        acc[2] = [a + (r[f] or 0) for a, f in zip(acc[2], BUCKETS, strict=True)]
+    labels, throughput, errors, p50, p95, p99 = [], [], [], [], [], []
+    for key in sorted(points):
+        count, errs, buckets = points[key]
+        labels.append(timezone.localtime(key).strftime("%H:%M" if step < 60 else "%a %H:%M"))
+        throughput.append(round(count / step, 2))
+        errors.append(round(100 * errs / count, 2) if count else 0)
+        p50.append(percentile(buckets, 0.5))
+        p95.append(percentile(buckets, 0.95))
+        p99.append(percentile(buckets, 0.99))
+    return {"labels": labels, "throughput": throughput, "error_rate": errors, "p50": p50, "p95": p95, "p99": p99, "step_minutes": step}
+
+
+def procedure_table(range_name: str, sort: str = "p95", now: dt.datetime | None = None) -> list[dict[str, Any]]:
+    """Per procedure over the range: calls, errors, error rate, p50/p95/p99, sorted."""
+    span, _ = RANGES.get(range_name, RANGES["hour"])
+    since = (now or timezone.now()) - span
+    sums = {f: Sum(f) for f in BUCKETS}
+    rows = _rollups(since, None).values("procedure").annotate(count=Sum("count"), errors=Sum("errors"), total=Sum(F("total_ms_sum")), **sums)
+    out = []
+    for r in rows:
+        buckets = [r[f] or 0 for f in BUCKETS]
+        count = r["count"] or 0
+        out.append({
+            "procedure": r["procedure"],
+            "calls": count,
+            "errors": r["errors"] or 0,
+            "error_rate": round(100 * (r["errors"] or 0) / count, 1) if count else 0.0,
+            "p50": percentile(buckets, 0.5),
+            "p95": percentile(buckets, 0.95),
+            "p99": percentile(buckets, 0.99),
+        })
+    key = {"errors": lambda r: (r["errors"], r["error_rate"]), "calls": lambda r: r["calls"]}.get(sort, lambda r: r["p95"] or 0)
+    return sorted(out, key=key, reverse=True)
+
+
+def procedures_seen() -> list[str]:
+    since = timezone.now() - RANGES["week"][0]
+    return list(CallRollup.objects.filter(minute__gte=since).values_list("procedure", flat=True).distinct().order_by("procedure"))
