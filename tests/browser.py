@@ -50,6 +50,9 @@ def log_in(chrome: Any, base_url: str, username: str, password: str) -> None:
     chrome.find_element(By.NAME, "username").send_keys(username)
     chrome.find_element(By.NAME, "password").send_keys(password)
     chrome.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    WebDriverWait(chrome, 10).until(lambda d: "/admin/login/" not in d.current_url or d.find_elements(By.CSS_SELECTOR, ".errornote"))
 
 
 def screenshot(chrome: Any, name: str) -> Path | None:

@@ -17,6 +17,7 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser]
 
 def test_the_provider_list_shows_live_workers(chromium: Any, live_server: Any, client: Any, django_user_model: Any) -> None:  # noqa: F811
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
 
     django_user_model.objects.create_superuser("admin", "admin@example.com", "admin")
     catalog_store.sync_registry(default_registry, ["calculator", "math", "tests"])
@@ -28,6 +29,7 @@ def test_the_provider_list_shows_live_workers(chromium: Any, live_server: Any, c
         log_in(chromium, live_server.url, "admin", "admin")
         chromium.set_window_size(1800, 640)
         chromium.get(f"{live_server.url}/admin/rpcapp/provider/")
+        WebDriverWait(chromium, 10).until(lambda d: d.find_elements(By.ID, "result_list"))
         rows = chromium.find_elements(By.CSS_SELECTOR, "#result_list tbody tr")
         text = chromium.find_element(By.ID, "result_list").text
         assert len(rows) == 2

@@ -65,8 +65,10 @@ def series(range_name: str, procedure: str | None = None, now: dt.datetime | Non
         acc[1] += r["errors"] or 0
         acc[2] = [a + (r[f] or 0) for a, f in zip(acc[2], BUCKETS, strict=True)]
     labels, throughput, errors, p50, p95, p99 = [], [], [], [], [], []
-    for key in sorted(points):
-        count, errs, buckets = points[key]
+    first = since.replace(minute=0) if step == 60 else since - dt.timedelta(minutes=since.minute % step)
+    keys = [first + dt.timedelta(minutes=step * i) for i in range(int(span.total_seconds() // 60 // step) + 1)]
+    for key in keys:  # every point of the range, empty ones too: the x axis is the whole range
+        count, errs, buckets = points.get(key, (0, 0, [0] * len(BUCKETS)))
         labels.append(timezone.localtime(key).strftime("%H:%M" if step < 60 else "%a %H:%M"))
         throughput.append(round(count / step, 2))
         errors.append(round(100 * errs / count, 2) if count else 0)
