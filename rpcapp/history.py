@@ -72,14 +72,27 @@ def merge(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def store(raw_records: Iterable[bytes]) -> int:
-    """Write a batch of records to the database; returns how many calls."""
-    rows: dict[str, dict[str, Any]] = {}
-    for raw in raw_records:
+def parse(entries: Iterable[bytes]) -> list[dict[str, Any]]:
+    """The records of stream entries (a record, or an array of them: a worker
+    writes one entry per batch of replies)."""
+    out: list[dict[str, Any]] = []
+    for raw in entries:
         try:
             data = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            log.warning("skipping a malformed call record: %s", exc)
+            continue
+        out.extend(d for d in (data if isinstance(data, list) else [data]) if isinstance(d, dict))
+    return out
+
+
+def store(records: Iterable[dict[str, Any]]) -> int:
+    """Write a batch of records to the database; returns how many calls."""
+    rows: dict[str, dict[str, Any]] = {}
+    for data in records:
+        try:
             row = _row(data)
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError) as exc:
             log.warning("skipping a malformed call record: %s", exc)
             continue
         rows[row["id"]] = merge(rows[row["id"]], row) if row["id"] in rows else row
@@ -103,15 +116,11 @@ def store(raw_records: Iterable[bytes]) -> int:
     return len(rows)
 
 
-def metric_increments(raw_records: Iterable[bytes]) -> dict[str, float]:
+def metric_increments(records: Iterable[dict[str, Any]]) -> dict[str, float]:
     """Prometheus counter increments for a batch: per procedure and status, and
     the latency histogram (cumulative ``le`` buckets, in seconds)."""
     out: dict[str, float] = {}
-    for raw in raw_records:
-        try:
-            data = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            continue
+    for data in records:
         proc, status = data.get("procedure") or "?", data.get("status") or "ok"
         key = f"calls|{proc}|{status}"
         out[key] = out.get(key, 0) + 1
@@ -135,21 +144,24 @@ class Recorder(threading.Thread):
         self.consumer = name
         self.batch = batch
         self.stopping = threading.Event()
-        self.stored = 0
+        self.stored = 0  # calls written (a call seen twice counts once per batch)
+        self.records = 0  # records read
 
     def drain_once(self, block_ms: int = 1000) -> int:
-        """One batch: read, store, count, acknowledge. Returns records handled."""
+        """One batch: read, store, count, acknowledge. Returns the stream
+        entries handled (a worker's entry holds a batch of records)."""
         self.transport.ensure_recorders()
         entries = self.transport.take_records(self.consumer, self.batch, block_ms)
         if not entries:
             return 0
-        raw = [r for _, r in entries]
-        self.stored += store(raw)
+        records = parse(r for _, r in entries)
+        self.stored += store(records)
         try:
-            self.transport.bump_metrics(metric_increments(raw))
+            self.transport.bump_metrics(metric_increments(records))
         except RpcError as exc:
             log.warning("metrics not updated: %s", exc)
         self.transport.records_stored([eid for eid, _ in entries])
+        self.records += len(records)
         return len(entries)
 
     def run(self) -> None:
@@ -171,16 +183,13 @@ class Recorder(threading.Thread):
 
 
 def record_now(transport: Any | None = None) -> int:
-    """Store every call record waiting in Redis now (tests, shells); returns how many."""
+    """Store every call record waiting in Redis now (tests, shells); returns how many records."""
     from .runtime import get_client
 
     recorder = Recorder(transport or get_client().transport, "inline")
-    total = 0
-    while True:
-        got = recorder.drain_once(block_ms=1)
-        total += got
-        if got == 0:
-            return total
+    while recorder.drain_once(block_ms=1):
+        pass
+    return recorder.records
 
 
 # -- rollups and pruning (Celery beat) ----------------------------------------------

@@ -20,8 +20,8 @@ from .base import _guard, _text, log
 from .catalog import CatalogOps
 from .events import EventOps
 
-Finish = tuple[str, str, "str | None", "bytes | None", "bytes | None"]
-"""(route, entry id, reply key, reply frame, call record) of a finished request."""
+Finish = tuple[str, str, "str | None", "bytes | None"]
+"""(route, entry id, reply key, reply frame) of a finished request."""
 
 
 class Transport(CatalogOps, EventOps):
@@ -78,21 +78,16 @@ class Transport(CatalogOps, EventOps):
         return out
 
     @_guard
-    def finish_many(self, items: list[Finish], reply_ttl: int, history_max: int = 100_000) -> None:
+    def finish_many(self, items: list[Finish], reply_ttl: int) -> None:
         """Send replies and retire entries for many (service, entry id, reply key,
-        frame, call record) in one round trip. The call records go last, and a
-        failure to write them is logged, never raised: it must not make a reply
-        be sent twice or not at all."""
+        frame) in one round trip."""
         pipe = self.redis.pipeline(transaction=False)
         replies: dict[str, list[bytes]] = {}
         done: dict[str, list[str]] = {}
-        records = []
-        for service, entry_id, reply_key, frame, record in items:
+        for service, entry_id, reply_key, frame in items:
             if reply_key and frame is not None:
                 replies.setdefault(reply_key, []).append(frame)
             done.setdefault(service, []).append(entry_id)
-            if record is not None:
-                records.append(record)
         for key, frames in replies.items():
             pipe.lpush(key, *frames)
             pipe.expire(key, reply_ttl)
@@ -100,24 +95,14 @@ class Transport(CatalogOps, EventOps):
             stream = keys.requests(self.ns, service)
             pipe.xack(stream, keys.GROUP, *ids)
             pipe.xdel(stream, *ids)
-        essential = len(pipe)
-        for record in records:
-            pipe.xadd(keys.history(self.ns), {"r": record}, maxlen=history_max, approximate=True)
-        results = pipe.execute(raise_on_error=False)
-        failed = next((r for r in results[:essential] if isinstance(r, Exception)), None)
-        if failed is not None:
-            raise failed
-        lost = sum(isinstance(r, Exception) for r in results[essential:])
-        if lost:
-            log.warning("%d call record(s) not written: %s", lost, next(r for r in results[essential:] if isinstance(r, Exception)))
+        pipe.execute()
 
     @_guard
     def record_calls(self, records: list[bytes], history_max: int = 100_000) -> None:
-        """Append call records (the caller's side: timeouts, late replies)."""
-        pipe = self.redis.pipeline(transaction=False)
-        for record in records:
-            pipe.xadd(keys.history(self.ns), {"r": record}, maxlen=history_max, approximate=True)
-        pipe.execute()
+        """Append call records, as one stream entry (a JSON array of them)."""
+        if records:
+            entry = records[0] if len(records) == 1 else b"[" + b",".join(records) + b"]"
+            self.redis.xadd(keys.history(self.ns), {"r": entry}, maxlen=history_max, approximate=True)
 
     @_guard
     def ensure_recorders(self) -> None:

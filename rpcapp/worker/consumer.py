@@ -123,6 +123,7 @@ class Worker:
         """Register, recover what was left pending, start the reader and heartbeat."""
         self._setup_redis(first=True)
         self._calls.start()
+        self.executor.records.start()
         self._heartbeat = threading.Thread(target=self._heartbeat_loop, name="rpcapp-heartbeat", daemon=True)
         self._heartbeat.start()
         if self.broadcasts is not None:
@@ -166,6 +167,7 @@ class Worker:
             self.transport.deregister(self.services, self.name)
         except TransportError as exc:
             log.warning("could not deregister: %s", exc)
+        self.executor.records.stop()
         self.state = "dead"
         self._stopped.set()
         return drained

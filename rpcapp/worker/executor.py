@@ -36,6 +36,7 @@ from ..transport import Transport
 from ..transport.core import Finish
 from .events import EventRunner
 from .hooks import run_hooks
+from .recording import RecordBuffer
 from .streaming import Pump, StreamCancelled
 
 log = logging.getLogger("rpcapp.worker")
@@ -79,10 +80,11 @@ class Executor:
         self._finishing: set[str] = set()
         self._finisher: Combiner[Finish] = Combiner(self._finish_many)
         self.events = EventRunner(self)
+        self.records = RecordBuffer(transport, limits.history_max)
 
     def _finish_many(self, items: list[Finish]) -> None:
         try:
-            self.transport.finish_many(items, self.limits.reply_ttl, self.limits.history_max)
+            self.transport.finish_many(items, self.limits.reply_ttl)
             with self._unfinished_lock:
                 self._finishing.difference_update(item[1] for item in items)
         except TransportError as exc:
@@ -129,7 +131,8 @@ class Executor:
             self.events.handle(service, entry_id, req)
             return
         if req.expired:
-            self.finish(service, entry_id, None, None, self._record(req, None, "expired"))
+            self.finish(service, entry_id, None, None)
+            self.records.add(self._record(req, None, "expired"))
             self.transport.incr(service, "expired")
             log.info("call %s to %s expired before it ran", req.id, req.procedure)
             return
@@ -142,15 +145,16 @@ class Executor:
         frame = self._pack(req, reply)
         if req.idempotency_key and req.reply_to is not None:
             self._complete(req, reply)
-        self.finish(service, entry_id, req.reply_to, frame, self._record(req, reply))
+        self.finish(service, entry_id, req.reply_to, frame)
         with self._unfinished_lock:
             self.calls_served += 1
+        self.records.add(self._record(req, reply))  # after the reply: history never delays it
 
-    def finish(self, service: str, entry_id: str, reply_to: str | None, frame: bytes | None, record: bytes | None = None) -> None:
+    def finish(self, service: str, entry_id: str, reply_to: str | None, frame: bytes | None) -> None:
         """Send the reply (if any) and retire the entry, batched with other threads'."""
         with self._unfinished_lock:
             self._finishing.add(entry_id)
-        self._finisher.submit((service, entry_id, reply_to, frame, record))
+        self._finisher.submit((service, entry_id, reply_to, frame))
 
     def _record(self, req: Request, reply: dict[str, Any] | None, status: str | None = None) -> bytes | None:
         """The call record of ``req`` (None when recording is off); never raises."""
@@ -272,7 +276,7 @@ class Executor:
                 log.warning("ignoring a forged idempotency entry for %s: %s", req.procedure, exc)
                 return True
             first["id"] = req.id
-            self.transport.finish_many([(service, entry_id, req.reply_to, self.signer.pack(first), None)], self.limits.reply_ttl)
+            self.transport.finish_many([(service, entry_id, req.reply_to, self.signer.pack(first))], self.limits.reply_ttl)
         else:  # another call with this key is running; it will answer us
             self.transport.ack(service, entry_id)
         return False
