@@ -18,15 +18,25 @@ from rpcapp.testing import running_worker, wait_for
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def test_every_kind_of_call_is_recorded(client: Any, worker: Any) -> None:
+def test_every_kind_of_call_is_recorded(client: Any, worker: Any, admin_user: Any) -> None:
+    import asyncio
+    import base64
+
+    from django.test import Client as HttpClient
+
     assert client.call("calculator.add", 1, 2) == 3
     client.call_async("tests.echo", {"x": 1}).result(timeout=5)
     client.notify("tests.echo", "noted")
+    assert asyncio.run(client.acall("math.fib", 10)) == 55
+    basic = "Basic " + base64.b64encode(b"admin:password").decode()
+    gateway = HttpClient(HTTP_AUTHORIZATION=basic).post("/rpc/call/calculator.multiply/", {"a": 2, "b": 3}, content_type="application/json")
+    assert gateway.json() == {"result": 6}
     with pytest.raises(RemoteError):
         client.call("calculator.divide", 1, 0)
     time.sleep(0.3)
-    assert history.record_now() >= 4
+    assert history.record_now() == 6
     rows = {r.procedure + ":" + r.status: r for r in CallRecord.objects.all()}
+    assert {"math.fib:ok", "calculator.multiply:ok"} <= set(rows)
     ok = rows["calculator.add:ok"]
     assert ok.provider == worker.name and ok.run_ms is not None and ok.queued_ms is not None and ok.total_ms >= 0
     assert ok.args_preview == '{"a":1,"b":2}' and ok.trace_id == ok.id
