@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 from django.db import DatabaseError, transaction
 from django.db.models import Count, Q, Sum
-from django.db.models.functions import TruncMinute
+from django.db.models.functions import TruncHour, TruncMinute
 from django.utils import timezone
 
 from . import conf
@@ -197,7 +197,7 @@ def roll_up(since: dt.datetime | None = None) -> int:
     """Recompute the per-minute rollups from ``since`` (default: a few minutes
     before the last rollup, or the oldest record); returns the rows written."""
     if since is None:
-        last = CallRollup.objects.order_by("-minute").values_list("minute", flat=True).first()
+        last = CallRollup.objects.filter(period=1).order_by("-minute").values_list("minute", flat=True).first()
         since = last - dt.timedelta(minutes=3) if last else CallRecord.objects.order_by("created_at").values_list("created_at", flat=True).first()
         if since is None:
             return 0
@@ -216,8 +216,28 @@ def roll_up(since: dt.datetime | None = None) -> int:
         columns = dict(zip(CallRollup.BUCKET_FIELDS, buckets, strict=True))
         out.append(CallRollup(procedure=r["procedure"], minute=r["minute"], count=r["count"], errors=r["errors"], total_ms_sum=r["total"] or 0.0, **columns))
     with transaction.atomic():
-        CallRollup.objects.filter(minute__gte=since).delete()
+        CallRollup.objects.filter(period=1, minute__gte=since).delete()
         CallRollup.objects.bulk_create(out, batch_size=1000)
+        hours = _roll_up_hours(since.replace(minute=0))
+    return len(out) + hours
+
+
+def _roll_up_hours(since: dt.datetime) -> int:
+    """Hourly sums of the minute rows from ``since`` (the week's charts read these)."""
+    sums = {f: Sum(f) for f in CallRollup.BUCKET_FIELDS}
+    rows = (
+        CallRollup.objects.filter(period=1, minute__gte=since)
+        .annotate(hour=TruncHour("minute"))
+        .values("procedure", "hour")
+        .annotate(n=Sum("count"), e=Sum("errors"), t=Sum("total_ms_sum"), **sums)
+    )
+    out = [
+        CallRollup(procedure=r["procedure"], minute=r["hour"], period=60, count=r["n"], errors=r["e"], total_ms_sum=r["t"] or 0.0,
+                   **{f: r[f] or 0 for f in CallRollup.BUCKET_FIELDS})
+        for r in rows
+    ]
+    CallRollup.objects.filter(period=60, minute__gte=since).delete()
+    CallRollup.objects.bulk_create(out, batch_size=1000)
     return len(out)
 
 

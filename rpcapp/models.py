@@ -151,6 +151,7 @@ class CallRecord(models.Model):
         ordering = ["-created_at"]
         permissions = [("replay_call", "Can replay a recorded call from the dashboard")]
         indexes = [
+            models.Index(fields=["-created_at", "-id"], name="rpcapp_call_newest"),
             models.Index(fields=["procedure", "-created_at"]),
             models.Index(fields=["status", "-created_at"]),
             models.Index(fields=["provider", "-created_at"]),
@@ -161,12 +162,13 @@ class CallRecord(models.Model):
 
 
 class CallRollup(models.Model):
-    """Calls of one procedure in one minute: count, errors, and a latency
-    histogram, one column per bucket (``rpcapp.history.BUCKETS_MS``) so that
-    the database sums them."""
+    """Calls of one procedure in one minute (``period`` 1) or one hour
+    (``period`` 60): count, errors, and a latency histogram, one column per
+    bucket (``rpcapp.history.BUCKETS_MS``) so that the database sums them."""
 
     procedure = models.CharField(max_length=300)
-    minute = models.DateTimeField()
+    minute = models.DateTimeField(help_text="Start of the period.")
+    period = models.PositiveSmallIntegerField(default=1, help_text="Minutes covered: 1, or 60 for the hourly sums of the minute rows.")
     count = models.PositiveIntegerField(default=0)
     errors = models.PositiveIntegerField(default=0)
     total_ms_sum = models.FloatField(default=0.0)
@@ -190,8 +192,8 @@ class CallRollup(models.Model):
 
     class Meta:
         ordering = ["minute"]
-        constraints = [models.UniqueConstraint(fields=["procedure", "minute"], name="rpcapp_rollup_unique")]
-        indexes = [models.Index(fields=["minute"])]
+        constraints = [models.UniqueConstraint(fields=["procedure", "period", "minute"], name="rpcapp_rollup_unique")]
+        indexes = [models.Index(fields=["period", "minute"])]
 
     def __str__(self) -> str:
         return f"{self.procedure} @ {self.minute:%Y-%m-%d %H:%M}"

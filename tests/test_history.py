@@ -106,16 +106,19 @@ def test_rollups_and_percentiles() -> None:
     now = timezone.now().replace(second=0, microsecond=0)
     for i in range(100):
         CallRecord.objects.create(id=f"c{i}", procedure="p.x", status="ok" if i % 10 else "remote_error", total_ms=float(i + 1), created_at=now - dt.timedelta(minutes=i % 3, seconds=1))
-    assert history.roll_up(since=now - dt.timedelta(hours=1)) == 3
-    rows = list(CallRollup.objects.order_by("minute"))
+    history.roll_up(since=now - dt.timedelta(hours=1))
+    rows = list(CallRollup.objects.filter(period=1).order_by("minute"))
+    assert len(rows) == 3
+    hourly = list(CallRollup.objects.filter(period=60))
+    assert sum(h.count for h in hourly) == 100 and sum(h.errors for h in hourly) == 10
     assert sum(r.count for r in rows) == 100 and sum(r.errors for r in rows) == 10
     merged = [sum(r.buckets[i] for r in rows) for i in range(len(history.BUCKETS_MS) + 1)]
     assert sum(merged) == 100
     p50 = history.percentile(merged, 0.5)
     assert p50 is not None and 20 <= p50 <= 100  # the true median is 50.5, within its bucket (50, 100]
     assert history.percentile(merged, 0.99) >= 50
-    assert history.roll_up(since=now - dt.timedelta(hours=1)) == 3  # idempotent
-    assert CallRollup.objects.count() == 3
+    history.roll_up(since=now - dt.timedelta(hours=1))  # idempotent
+    assert CallRollup.objects.filter(period=1).count() == 3 and CallRollup.objects.filter(period=60).count() == len(hourly)
 
 
 def test_pruning_keeps_what_is_within_retention(settings: Any, rpc_conf: dict[str, Any]) -> None:
@@ -139,7 +142,7 @@ def test_the_maintenance_tasks_run_once_at_a_time(client: Any) -> None:
         assert roll_up_calls() is None  # another run holds the lock: skipped
     finally:
         held.release()
-    assert roll_up_calls() == 1
+    assert roll_up_calls() == 2  # a minute row and its hour
     assert prune_history() == (0, 0)
 
 

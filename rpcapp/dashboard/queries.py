@@ -12,7 +12,6 @@ import datetime as dt
 from typing import Any
 
 from django.db.models import Count, F, Q, QuerySet, Sum
-from django.db.models.functions import TruncHour, TruncMinute
 from django.utils import timezone
 
 from ..history import BUCKETS_MS, percentile
@@ -43,8 +42,8 @@ def now_cards(now: dt.datetime | None = None) -> dict[str, Any]:
     }
 
 
-def _rollups(since: dt.datetime, procedure: str | None) -> QuerySet[CallRollup]:
-    qs = CallRollup.objects.filter(minute__gte=since)
+def _rollups(since: dt.datetime, procedure: str | None, period: int = 1) -> QuerySet[CallRollup]:
+    qs = CallRollup.objects.filter(period=period, minute__gte=since)
     return qs.filter(procedure=procedure) if procedure else qs
 
 
@@ -53,9 +52,8 @@ def series(range_name: str, procedure: str | None = None, now: dt.datetime | Non
     span, step = RANGES.get(range_name, RANGES["hour"])
     now = (now or timezone.now()).replace(second=0, microsecond=0)
     since = now - span
-    trunc = TruncHour("minute") if step == 60 else TruncMinute("minute")
     sums = {f: Sum(f) for f in BUCKETS}
-    rows = _rollups(since, procedure).annotate(t=trunc).values("t").annotate(count=Sum("count"), errors=Sum("errors"), **sums).order_by("t")
+    rows = _rollups(since - dt.timedelta(minutes=since.minute) if step == 60 else since, procedure, 60 if step == 60 else 1).annotate(t=F("minute")).values("t").annotate(count=Sum("count"), errors=Sum("errors"), **sums).order_by("t")
     points: dict[dt.datetime, list[Any]] = {}
     for r in rows:
         t = r["t"]
@@ -83,7 +81,8 @@ def procedure_table(range_name: str, sort: str = "p95", now: dt.datetime | None 
     span, _ = RANGES.get(range_name, RANGES["hour"])
     since = (now or timezone.now()) - span
     sums = {f: Sum(f) for f in BUCKETS}
-    rows = _rollups(since, None).values("procedure").annotate(count=Sum("count"), errors=Sum("errors"), total=Sum(F("total_ms_sum")), **sums)
+    hourly = range_name != "hour"  # a day or a week: the hourly rows (whole hours)
+    rows = _rollups(since.replace(minute=0, second=0, microsecond=0) if hourly else since, None, 60 if hourly else 1).values("procedure").annotate(count=Sum("count"), errors=Sum("errors"), total=Sum(F("total_ms_sum")), **sums)
     out = []
     for r in rows:
         buckets = [r[f] or 0 for f in BUCKETS]
@@ -103,4 +102,4 @@ def procedure_table(range_name: str, sort: str = "p95", now: dt.datetime | None 
 
 def procedures_seen() -> list[str]:
     since = timezone.now() - RANGES["week"][0]
-    return list(CallRollup.objects.filter(minute__gte=since).values_list("procedure", flat=True).distinct().order_by("procedure"))
+    return list(CallRollup.objects.filter(period=60, minute__gte=since).values_list("procedure", flat=True).distinct().order_by("procedure"))

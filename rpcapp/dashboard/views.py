@@ -93,10 +93,8 @@ def history(request: HttpRequest) -> HttpResponse:
     if before:
         when_text, _, call_id = before.partition("|")
         when = parse_datetime(when_text)
-        if when is not None:
-            from django.db.models import Q
-
-            qs = qs.filter(Q(created_at__lt=when) | Q(created_at=when, id__lt=call_id))
+        if when is not None:  # a range on the (created_at, id) index, not an OR
+            qs = qs.filter(created_at__lte=when).exclude(created_at=when, id__gte=call_id)
     rows = list(qs.order_by("-created_at", "-id")[: PAGE + 1])
     more = len(rows) > PAGE
     rows = rows[:PAGE]
