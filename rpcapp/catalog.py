@@ -19,7 +19,8 @@ from typing import Any
 
 import orjson
 
-from .errors import RpcError, TransportError
+from .errors import TransportError
+from .pubsub import follow
 
 log = logging.getLogger("rpcapp.catalog")
 
@@ -168,23 +169,8 @@ class CatalogCache:
                     self._listener.start()
 
     def _listen(self) -> None:
-        delay = 0.05
-        while not self._stop.is_set():
-            sub = None
-            try:
-                sub = self.transport.listen_catalog()
-                self.invalidate()  # anything may have changed while we were not listening
-                self._subscribed.set()
-                delay = 0.05
-                while not self._stop.is_set():
-                    got = sub.get(timeout=1.0)
-                    if got is not None:
-                        self.invalidate(got[1].decode() if isinstance(got[1], bytes) else str(got[1]))
-            except (RpcError, OSError) as exc:
-                self._subscribed.clear()
-                log.debug("catalog subscription failed (%s); retrying in %.2fs", exc, delay)
-                time.sleep(delay)
-                delay = min(delay * 2, 1.0)
-            finally:
-                if sub is not None:
-                    sub.close()
+        def changed(_: str, name: bytes) -> None:
+            self.invalidate(name.decode() if isinstance(name, bytes) else str(name))
+
+        # On (re)subscribing, anything may have changed while nobody listened.
+        follow(self.transport.listen_catalog, changed, self._stop, self._subscribed, "catalog", on_subscribed=self.invalidate, level=logging.DEBUG)

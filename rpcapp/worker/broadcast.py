@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import PayloadTooLarge, ProtocolError
 from ..protocol import Event
+from ..pubsub import follow
 from .events import parked_reason, retry_delay, run_handlers, select
 
 if TYPE_CHECKING:
@@ -39,26 +40,15 @@ class BroadcastListener(threading.Thread):
         self._seq = itertools.count()
 
     def run(self) -> None:
-        delay = 0.05
-        while not self.stopping.is_set():
-            sub = None
-            try:
-                sub = self.ex.transport.listen(list(self.topics))
-                self.ready.set()
-                delay = 0.05
-                while not self.stopping.is_set():
-                    got = sub.get(timeout=self._wait())
-                    if got is not None:
-                        self._receive(*got)
-                    self._run_due()
-            except Exception as exc:  # TransportError: resubscribe with backoff
-                self.ready.clear()
-                log.warning("broadcast subscription failed (%s); retrying in %.2fs", exc, delay)
-                time.sleep(delay)
-                delay = min(delay * 2, 1.0)
-            finally:
-                if sub is not None:
-                    sub.close()
+        follow(
+            lambda: self.ex.transport.listen(list(self.topics)),
+            self._receive,
+            self.stopping,
+            self.ready,
+            "broadcast",
+            wait=self._wait,
+            after_each=self._run_due,
+        )
 
     def stop(self) -> None:
         self.stopping.set()
