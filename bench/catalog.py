@@ -13,7 +13,6 @@ import dataclasses
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 import uuid
@@ -23,6 +22,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench import workers  # noqa: E402
 from rpcapp.testing import RedisServer, wait_for  # noqa: E402
 
 
@@ -59,9 +59,7 @@ def main() -> None:
     args = parser.parse_args()
     with RedisServer() as server:
         ns = "cat" + uuid.uuid4().hex[:8]
-        overrides = {"REDIS_URL": server.url, "NAMESPACE": ns}
-        env = {**os.environ, "DJANGO_SETTINGS_MODULE": "bench.settings", "RPCAPP_TEST_OVERRIDES": json.dumps(overrides), "PYTHONPATH": str(ROOT)}
-        env.pop("RPCAPP_REDIS_URL", None)
+        env = workers.env_for(server.url, ns)
         os.environ.update({k: env[k] for k in ("DJANGO_SETTINGS_MODULE", "RPCAPP_TEST_OVERRIDES")})
         import django
 
@@ -70,11 +68,7 @@ def main() -> None:
         from rpcapp.catalog import ProcedureConfig, ServiceConfig
         from rpcapp.client import Client
 
-        workers = [
-            subprocess.Popen([sys.executable, str(ROOT / "manage.py"), "runrpcworker", "--service", "tests"], cwd=ROOT, env=env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            for _ in range(2)
-        ]
+        procs = [workers.start(env, ["tests"]) for _ in range(2)]
         try:
             base = runtime.client_settings()
             clients = {
@@ -97,10 +91,7 @@ def main() -> None:
                 on.governor.admit(spec, [], {}, None)
             admit_us = (time.perf_counter_ns() - t) / 100_000 / 1000
         finally:
-            for w in workers:
-                w.terminate()
-            for w in workers:
-                w.wait(timeout=40)
+            workers.stop(procs)
     off = statistics.median(samples["catalog off"])
     result: dict[str, object] = {name: {"p50_us": round(statistics.median(v), 1), "mean_us": round(statistics.fmean(v), 1), "calls": len(v),
                      "p50_vs_off_pct": round((statistics.median(v) / off - 1) * 100, 2)} for name, v in samples.items()}

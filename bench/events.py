@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 import uuid
@@ -21,6 +20,7 @@ sys.path.insert(0, str(ROOT))
 
 import redis  # noqa: E402
 
+from bench import workers  # noqa: E402
 from rpcapp.testing import RedisServer, wait_for  # noqa: E402
 
 SERVICES = ("ledger", "search")
@@ -33,9 +33,7 @@ def main() -> None:
     args = parser.parse_args()
     with RedisServer() as server:
         ns = "fan" + uuid.uuid4().hex[:8]
-        overrides = {"REDIS_URL": server.url, "NAMESPACE": ns}
-        env = {**os.environ, "DJANGO_SETTINGS_MODULE": "bench.settings", "RPCAPP_TEST_OVERRIDES": json.dumps(overrides), "PYTHONPATH": str(ROOT)}
-        env.pop("RPCAPP_REDIS_URL", None)
+        env = workers.env_for(server.url, ns)
         os.environ.update({k: env[k] for k in ("DJANGO_SETTINGS_MODULE", "RPCAPP_TEST_OVERRIDES")})
         import django
 
@@ -43,13 +41,7 @@ def main() -> None:
         from rpcapp import publish
 
         r = redis.Redis(port=server.port)
-        workers = [
-            subprocess.Popen(
-                [sys.executable, str(ROOT / "manage.py"), "runrpcworker", "--service", svc, "--concurrency", str(args.concurrency)],
-                cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            )
-            for svc in SERVICES
-        ]
+        procs = [workers.start(env, [svc], "--concurrency", str(args.concurrency)) for svc in SERVICES]
         try:
             wait_for(lambda: all(r.zcard(f"{ns}:{{{s}}}:consumers") for s in SERVICES), 30, message="workers")
             publish("bench.fanout", {"n": -1})  # warm-up (connections, subscriber lookup)
@@ -64,10 +56,7 @@ def main() -> None:
             time.sleep(1.0)  # anything delivered twice would show by now
             counts = {s: [int(v) for v in r.hgetall(f"{ns}:fanout:{s}").values()] for s in SERVICES}
         finally:
-            for w in workers:
-                w.terminate()
-            for w in workers:
-                w.wait(timeout=40)
+            workers.stop(procs)
     exact = all(len(c) == args.events and set(c) == {1} for c in counts.values())
     result = {
         "events": args.events,

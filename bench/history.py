@@ -23,15 +23,13 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench import workers  # noqa: E402
 from rpcapp.testing import RedisServer, wait_for  # noqa: E402
 
 
 def start_workers(url: str, ns: str, record: bool) -> list[subprocess.Popen[bytes]]:
-    overrides = {"REDIS_URL": url, "NAMESPACE": ns, "RECORD_CALLS": record}
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "bench.settings", "RPCAPP_TEST_OVERRIDES": json.dumps(overrides), "PYTHONPATH": str(ROOT)}
-    env.pop("RPCAPP_REDIS_URL", None)
-    argv = [sys.executable, str(ROOT / "manage.py"), "runrpcworker", "--service", "tests"]
-    return [subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(2)]
+    env = workers.env_for(url, ns, RECORD_CALLS=record)
+    return [workers.start(env, ["tests"]) for _ in range(2)]
 
 
 def in_flight(client: Any, n: int, seconds: float) -> float:
@@ -94,7 +92,7 @@ def main() -> None:
         from rpcapp.transport import Transport, connect
 
         spaces = {"recording on": "hon" + uuid.uuid4().hex[:6], "recording off": "hoff" + uuid.uuid4().hex[:6]}
-        workers = [w for name, ns in spaces.items() for w in start_workers(server.url, ns, name == "recording on")]
+        procs = [w for name, ns in spaces.items() for w in start_workers(server.url, ns, name == "recording on")]
         clients = {name: Client(Transport(connect(server.url), ns), build_signer(), ClientSettings()) for name, ns in spaces.items()}
         try:
             for c in clients.values():
@@ -110,10 +108,7 @@ def main() -> None:
             throughput = {name: round(statistics.median(v)) for name, v in rounds.items()}
             stored = clients["recording on"].transport.redis.xlen(f"{spaces['recording on']}:history")
         finally:
-            for w in workers:
-                w.terminate()
-            for w in workers:
-                w.wait(timeout=40)
+            workers.stop(procs)
     off = statistics.median(samples["recording off"])
     on = statistics.median(samples["recording on"])
     print(json.dumps({
