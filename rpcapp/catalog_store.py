@@ -71,7 +71,13 @@ def push(names: Iterable[str] | None = None) -> None:
     for svc in services:
         configs[svc.name] = config_of(svc, [p for p in providers if svc.name in (p.services or [])]).to_wire()
     removed = sorted(wanted - set(configs)) if wanted is not None else []
-    get_client().transport.catalog_put(configs, removed)
+    transport = get_client().transport
+    if names is None:  # the periodic full push: announce only what differs from Redis
+        current = transport.catalog_all()
+        configs = {k: v for k, v in configs.items() if current.get(k) != v}
+        removed = sorted(set(current) - {svc.name for svc in services})
+    if configs or removed:
+        transport.catalog_put(configs, removed)
 
 
 def push_on_commit(names: Iterable[str]) -> None:

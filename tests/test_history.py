@@ -155,3 +155,16 @@ def test_metrics_endpoint(client: Any, worker: Any, admin_client: Any) -> None:
     assert 'rpcapp_calls_total{procedure="calculator.add",status="ok"} 3.0' in text
     assert 'rpcapp_call_duration_seconds_count{procedure="calculator.add"} 3.0' in text
     assert 'rpcapp_call_duration_seconds_bucket{le="+Inf",procedure="calculator.add"} 3.0' in text
+
+
+def test_a_record_reaches_the_database_within_5_seconds(client: Any, worker: Any) -> None:
+    recorder = history.Recorder(runtime.build_transport(), "test-recorder")
+    recorder.start()
+    try:
+        started = time.monotonic()
+        client.call("calculator.add", 2, 2)
+        wait_for(lambda: CallRecord.objects.filter(procedure="calculator.add").exists(), 5, message="the record stored")
+        assert time.monotonic() - started < 5
+    finally:
+        recorder.stop()
+        recorder.join(timeout=5)
