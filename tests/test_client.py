@@ -261,8 +261,10 @@ def test_keys_back_to_baseline_after_10000_calls(client, rpc_conf):
     with running_worker(["calculator"], concurrency=8):
         client.call("calculator.add", 0, 0)
 
-        def snapshot() -> set[str]:  # minus the recovery lock, held for an instant by each sweep
-            return {k for k in client.transport.scan_keys() if not k.endswith(":recovery")}
+        def snapshot() -> set[str]:
+            # minus the recovery lock, held for an instant by each sweep, and the
+            # call-history stream (capped, checked below)
+            return {k for k in client.transport.scan_keys() if not k.endswith((":recovery", ":history"))}
 
         baseline = snapshot()
         for start in range(0, 10_000, 250):
@@ -271,6 +273,9 @@ def test_keys_back_to_baseline_after_10000_calls(client, rpc_conf):
         wait_for(lambda: snapshot() == baseline, 5, message="keys back to baseline")
     stream = client.transport.redis.xlen(f"{client.transport.ns}:{{calculator}}:requests")
     assert stream == 0
+    records = client.transport.redis.xrange(f"{client.transport.ns}:history")
+    assert sum(r[1][b"r"].count(b'"id"') for r in records) == 10_001  # every call recorded, in a few batched entries
+    assert len(records) < 10_001
 
 
 def test_acall_from_asyncio(client, worker):
