@@ -64,9 +64,12 @@ class RedisServer:
         raise RuntimeError(f"redis-server on port {self.port} did not start")
 
     def ping(self) -> bool:
+        """True when the server answers (a refusal for want of a password is an answer)."""
         client = redis.Redis(port=self.port, socket_timeout=0.5, socket_connect_timeout=0.5)
         try:
             return bool(client.ping())
+        except (redis.exceptions.AuthenticationError, redis.exceptions.ResponseError):
+            return True
         except (redis.exceptions.RedisError, OSError):
             return False
         finally:
