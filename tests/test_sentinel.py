@@ -1,0 +1,79 @@
+"""Redis Sentinel: a real master, replica and sentinel on loopback; calls go
+on through a failover (the replica promoted)."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rpcapp import runtime
+from rpcapp.errors import RpcError
+from rpcapp.testing import RedisServer, free_port, redis_binary, running_worker, wait_for
+
+
+@pytest.fixture
+def sentinel_setup(tmp_path: Path) -> Any:
+    master = RedisServer().start()
+    replica = RedisServer(extra=["--replicaof", "127.0.0.1", str(master.port)]).start()
+    port = free_port()
+    conf = tmp_path / "sentinel.conf"
+    conf.write_text(
+        f"port {port}\nbind 127.0.0.1\ndir {tmp_path}\n"
+        f"sentinel monitor mymaster 127.0.0.1 {master.port} 1\n"
+        "sentinel down-after-milliseconds mymaster 1000\n"
+        "sentinel failover-timeout mymaster 3000\n"
+        "sentinel parallel-syncs mymaster 1\n"
+    )
+    sentinel = subprocess.Popen([redis_binary(), str(conf), "--sentinel"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        import redis
+
+        probe = redis.Redis(port=port, socket_timeout=1)
+        wait_for(lambda: _quiet(lambda: probe.execute_command("SENTINEL", "get-master-addr-by-name", "mymaster")), 10, message="the sentinel")
+        wait_for(lambda: _quiet(lambda: int(redis.Redis(port=replica.port).info("replication")["master_link_status"] == "up")), 10, message="the replica in sync")
+        yield master, replica, port
+    finally:
+        sentinel.kill()
+        sentinel.wait(timeout=10)
+        replica.__exit__()
+        master.__exit__()
+
+
+def _quiet(fn: Any) -> Any:
+    try:
+        return fn()
+    except Exception:  # noqa: BLE001  (not up yet)
+        return None
+
+
+def test_calls_go_on_through_a_failover(settings: Any, monkeypatch: Any, sentinel_setup: Any) -> None:
+    master, replica, port = sentinel_setup
+    monkeypatch.delenv("RPCAPP_REDIS_URL", raising=False)
+    settings.RPCAPP = {"REDIS_URL": f"redis+sentinel://127.0.0.1:{port}/mymaster/0", "NAMESPACE": "sent", "HEARTBEAT_INTERVAL": 0.2, "PROVIDER_TTL": 1.0}
+    try:
+        with running_worker(["calculator"]):
+            client = runtime.get_client()
+            assert client.call("calculator.add", 1, 2) == 3
+            time.sleep(0.5)  # the worker's groups reach the replica
+            master.stop(kill=True)
+            started = time.monotonic()
+
+            def answered() -> bool:
+                try:
+                    return client.call("calculator.add", 2, 2, timeout=2.0) == 4
+                except RpcError:
+                    return False
+
+            wait_for(answered, 30, interval=0.2, message="a call answered after the failover")
+            recovered = time.monotonic() - started
+            assert [client.call("calculator.add", i, 1) for i in range(20)] == [i + 1 for i in range(20)]
+            import redis
+
+            assert redis.Redis(port=replica.port).info("replication")["role"] == "master"
+        assert recovered < 30
+    finally:
+        runtime.reset()
