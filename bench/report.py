@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 LEVELS = (1, 8, 32)
-NAMES = {"floor": "floor (raw LPUSH/BLPOP)", "rpcapp": "rpcapp", "celery": "Celery"}
+NAMES = {"floor": "floor (raw LPUSH/BLPOP)", "rpcapp": "rpcapp", "celery": "Celery", "rq": "RQ", "grpc": "gRPC (loopback, no Redis)"}
 TARGETS = {
     "rpcapp_p50_vs_floor_max": 1.5,
     "celery_vs_rpcapp_min": 4.0,
@@ -74,6 +74,10 @@ RATIOS: dict[str, Callable[[dict[str, Any]], float | None]] = {
     "rpcapp/floor, calls/s at 32": lambda r: _div(_get(r, "rpcapp", "throughput", "32", "per_s"), _get(r, "floor", "throughput", "32", "per_s")),
     "celery/rpcapp, sequential p50": lambda r: _div(_get(r, "celery", "sequential", "p50_us"), _get(r, "rpcapp", "sequential", "p50_us")),
     "rpcapp/celery, calls/s at 32": lambda r: _div(_get(r, "rpcapp", "throughput", "32", "per_s"), _get(r, "celery", "throughput", "32", "per_s")),
+    "rq/rpcapp, sequential p50": lambda r: _div(_get(r, "rq", "sequential", "p50_us"), _get(r, "rpcapp", "sequential", "p50_us")),
+    "rpcapp/rq, calls/s at 32": lambda r: _div(_get(r, "rpcapp", "throughput", "32", "per_s"), _get(r, "rq", "throughput", "32", "per_s")),
+    "grpc/rpcapp, sequential p50": lambda r: _div(_get(r, "grpc", "sequential", "p50_us"), _get(r, "rpcapp", "sequential", "p50_us")),
+    "rpcapp/grpc, calls/s at 32": lambda r: _div(_get(r, "rpcapp", "throughput", "32", "per_s"), _get(r, "grpc", "throughput", "32", "per_s")),
 }
 
 

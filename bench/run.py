@@ -69,7 +69,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--mem-calls", type=int, help="calls for the memory test (default 50000; quick 10000)")
     p.add_argument("--mem-every", type=int, help="RSS sample interval in calls (default 10000; quick 2000)")
     p.add_argument("--worker-concurrency", type=int, default=8, help="runrpcworker --concurrency (default 8)")
-    p.add_argument("--only", default="floor,rpcapp,celery", help="comma-separated subset of floor,rpcapp,celery")
+    p.add_argument("--only", default="floor,rpcapp,celery,rq,grpc", help="comma-separated subset of floor,rpcapp,celery,rq,grpc")
     p.add_argument("--json", type=Path, default=RESULTS / "latest.json", help="where to write the JSON results")
     p.add_argument("--max-seconds", type=int, help="watchdog: abort, cleanly, after this long (default 480; quick 120)")
     p.add_argument("--phase-timeout", type=float, default=120.0, help="bound on any one measurement loop (s)")

@@ -1,4 +1,4 @@
-"""The three systems measured: the floor, rpcapp and Celery.
+"""The systems measured: the floor, rpcapp and Celery (RQ and gRPC are in bench/peers.py).
 
 Each starts its worker processes on the bench's redis-server, measures a
 sequential run and a run with N calls in flight, and stops its workers.
@@ -272,4 +272,16 @@ class Celery(System):
         return {"calls": ok, "seconds": round(elapsed, 3), "per_s": round(ok / elapsed, 1) if elapsed > 0 else 0.0}
 
 
-SYSTEMS: dict[str, Callable[[Bench], System]] = {"floor": Floor, "rpcapp": Rpcapp, "celery": Celery}
+def _rq(bench: Bench) -> System:
+    from bench.peers import RQ
+
+    return RQ(bench)
+
+
+def _grpc(bench: Bench) -> System:
+    from bench.peers import GRPC
+
+    return GRPC(bench)
+
+
+SYSTEMS: dict[str, Callable[[Bench], System]] = {"floor": Floor, "rpcapp": Rpcapp, "celery": Celery, "rq": _rq, "grpc": _grpc}
