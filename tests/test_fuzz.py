@@ -22,7 +22,7 @@ JSON = st.recursive(
 )
 ENVELOPE_KEYS = ["v", "id", "procedure", "args", "kwargs", "deadline", "reply_to", "kind", "topic", "payload", "service", "attempt", "handlers", "stream", "window"]
 ENVELOPES = st.dictionaries(st.sampled_from(ENVELOPE_KEYS), JSON, max_size=10)
-FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+FUZZ = settings(max_examples=80, deadline=None, suppress_health_check=list(HealthCheck), database=None)
 
 
 def test_the_worker_survives_random_messages(client: Any, worker: Any) -> None:
