@@ -26,7 +26,7 @@ ACL_NS = "aclns"
 @pytest.fixture
 def acl_redis() -> Any:
     """Only the user "rpc" exists (the default user is off), limited to the namespace's keys and channels."""
-    extra = ["--user", "default", "off", "--user", "rpc", "on", ">s3cret", f"~{ACL_NS}:*", f"&{ACL_NS}:*", "+@all"]
+    extra = ["--user", "default", "off", "--user", "rpc", "on", ">s3cret", f"~{ACL_NS}:*", "resetchannels", f"&{ACL_NS}:*", "+@all"]
     with RedisServer(extra=extra) as server:
         yield server
 
