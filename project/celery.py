@@ -18,6 +18,10 @@ def _broker_from_rpcapp(sender: Celery, **kwargs: object) -> None:
     import django
 
     django.setup()
+    from django.conf import settings
+
+    if getattr(settings, "CELERY_BROKER_URL", None):  # set explicitly (the test settings do)
+        return
     from rpcapp.conf import redis_url
 
     url = redis_url()

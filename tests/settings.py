@@ -27,3 +27,7 @@ if os.environ.get("DATABASE_URL"):
     DATABASES = {"default": dj_database_url.parse(os.environ["DATABASE_URL"])}
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 LOGGING = {"version": 1, "disable_existing_loggers": False}
+
+# The tests call the Celery tasks as functions: no broker, and above all no
+# embedded Redis started just to configure Celery.
+CELERY_BROKER_URL = "memory://"
