@@ -7,13 +7,9 @@ from __future__ import annotations
 
 import base64
 import binascii
-import datetime as dt
-import decimal
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 from django.conf import settings
 from django.contrib.auth import authenticate
 from django.http import HttpRequest, HttpResponse
@@ -21,6 +17,7 @@ from django.middleware.csrf import CsrfViewMiddleware
 
 from . import conf
 from .errors import RemoteError, RpcError, http_status
+from .protocol import encode_body
 
 MAX_BATCH = 100
 """Calls in one JSON-RPC batch at most."""
@@ -103,18 +100,9 @@ def read_body(request: HttpRequest, limit: int | None = None) -> bytes:
     return data
 
 
-def _default(value: Any) -> Any:
-    if isinstance(value, decimal.Decimal):
-        return str(value)
-    if isinstance(value, (set, frozenset, tuple)):
-        return list(value)
-    if isinstance(value, (dt.date, dt.time, uuid.UUID)):
-        return str(value)
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
-
-
 def dumps(data: Any) -> bytes:
-    return orjson.dumps(data, default=_default, option=orjson.OPT_NON_STR_KEYS)
+    """JSON as everywhere else in rpcapp (Decimal as text, datetime, date, UUID)."""
+    return encode_body(data)
 
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> HttpResponse:

@@ -94,5 +94,12 @@ def _hosts(parts: Any) -> list[str]:
     return [h for h in netloc.split(",") if h]
 
 
+def stream_entries(res: Any) -> list[tuple[str, str, dict[bytes, bytes]]]:
+    """(stream key, entry id, fields) of an XREADGROUP answer (a RESP3 map or
+    RESP2 pairs), without the entries deleted meanwhile (no fields)."""
+    rows = res.items() if isinstance(res, dict) else (res or [])
+    return [(_text(key), _text(eid), fields) for key, entries in rows for eid, fields in entries if fields]
+
+
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)

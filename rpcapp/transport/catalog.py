@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from .. import keys
-from .base import _guard, _text
+from .base import _guard, _text, stream_entries
 from .events import Subscription
 
 
@@ -78,8 +78,7 @@ class CatalogOps:
     def take_unread(self, route: str, consumer: str, count: int = 100) -> list[tuple[str, dict[bytes, bytes]]]:
         """Read (without blocking) entries nobody has read from a route's stream."""
         res = self.redis.xreadgroup(keys.GROUP, consumer, {keys.requests(self.ns, route): ">"}, count=count)
-        rows = res.items() if isinstance(res, dict) else (res or [])
-        return [(_text(eid), fields) for _, entries in rows for eid, fields in entries if fields]
+        return [(eid, fields) for _, eid, fields in stream_entries(res)]
 
     @_guard
     def requeue_to(self, route: str, target: str, entry_id: str, raw: bytes, deliveries: int, maxlen: int) -> str | None:

@@ -16,7 +16,7 @@ import redis
 from .. import keys
 from ..redlock import COMPARE_AND_DELETE
 from . import scripts
-from .base import _guard, _text, log
+from .base import _guard, _text, log, stream_entries
 from .catalog import CatalogOps
 from .events import EventOps
 
@@ -53,8 +53,12 @@ class Transport(CatalogOps, EventOps):
 
     @_guard
     def ensure_group(self, service: str) -> None:
+        self._create_group(keys.requests(self.ns, service), keys.GROUP)
+
+    def _create_group(self, stream: str, group: str) -> None:
+        """Create ``group`` on ``stream`` (and the stream) unless it exists."""
         try:
-            self.redis.xgroup_create(keys.requests(self.ns, service), keys.GROUP, id="0", mkstream=True)
+            self.redis.xgroup_create(stream, group, id="0", mkstream=True)
         except redis.exceptions.ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
@@ -65,17 +69,8 @@ class Transport(CatalogOps, EventOps):
         (service, entry id, fields)."""
         streams = {keys.requests(self.ns, s): ">" for s in services}
         res = self.redis.xreadgroup(keys.GROUP, consumer, streams, count=count, block=block_ms)
-        if not res:
-            return []
         by_key = dict(zip(streams, services, strict=True))
-        rows = res.items() if isinstance(res, dict) else res  # RESP3 map or RESP2 pairs
-        out = []
-        for key, entries in rows:
-            service = by_key[_text(key)]
-            for eid, fields in entries:
-                if fields:
-                    out.append((service, _text(eid), fields))
-        return out
+        return [(by_key[key], eid, fields) for key, eid, fields in stream_entries(res)]
 
     @_guard
     def finish_many(self, items: list[Finish], reply_ttl: int) -> None:
@@ -106,11 +101,7 @@ class Transport(CatalogOps, EventOps):
 
     @_guard
     def ensure_recorders(self) -> None:
-        try:
-            self.redis.xgroup_create(keys.history(self.ns), keys.RECORDERS, id="0", mkstream=True)
-        except redis.exceptions.ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
+        self._create_group(keys.history(self.ns), keys.RECORDERS)
 
     @_guard
     def take_records(self, consumer: str, count: int, block_ms: int) -> list[tuple[str, bytes]]:
@@ -119,8 +110,7 @@ class Transport(CatalogOps, EventOps):
         stream = keys.history(self.ns)
         for start in ("0", ">"):
             res = self.redis.xreadgroup(keys.RECORDERS, consumer, {stream: start}, count=count, block=None if start == "0" else block_ms)
-            rows = res.items() if isinstance(res, dict) else (res or [])
-            got = [(_text(eid), f.get(b"r", b"")) for _, entries in rows for eid, f in entries if f]
+            got = [(eid, fields.get(b"r", b"")) for _, eid, fields in stream_entries(res)]
             if got:
                 return got
         return []
