@@ -132,7 +132,7 @@ class RedLock:
         for master in self.masters:
             try:
                 held += bool(master.exists(self._key))
-            except (redis.exceptions.RedisError, OSError):
+            except (redis.exceptions.RedisError, redis.exceptions.RedisClusterException, OSError):
                 pass
         return held >= self.quorum
 
@@ -174,7 +174,7 @@ class RedLock:
         for master in self.masters if masters is None else masters:
             try:
                 out.append(_script(master, script)(keys=keys, args=args))
-            except (redis.exceptions.RedisError, OSError):
+            except (redis.exceptions.RedisError, redis.exceptions.RedisClusterException, OSError):
                 out.append(None)
         return out
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -29,6 +30,20 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def free_cluster_port() -> int:
+    """A free loopback port under 55536 whose cluster bus port (+10000) is free too."""
+    for _ in range(200):
+        port = random.randrange(20000, 45000)
+        try:
+            for p in (port, port + 10000):
+                with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                    s.bind(("127.0.0.1", p))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free port pair for a cluster node")
 
 
 def redis_binary() -> str:
@@ -128,3 +143,114 @@ def wait_for(condition: Callable[[], Any], timeout: float = 10.0, interval: floa
         if time.monotonic() > end:
             raise AssertionError(f"timed out after {timeout}s waiting for {message}")
         time.sleep(interval)
+
+
+class RedisClusterServers:
+    """A Redis Cluster of ``masters`` masters, each with ``replicas`` replicas,
+    as redis-server processes on loopback ports (``redis+cluster://`` URL).
+
+    Slots are assigned and nodes joined with CLUSTER commands, so no
+    ``redis-cli`` is needed."""
+
+    def __init__(self, masters: int = 3, replicas: int = 1, node_timeout_ms: int = 2000, binary: str | None = None) -> None:
+        extra = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", str(node_timeout_ms)]
+        self.masters = [RedisServer(binary, free_cluster_port(), extra) for _ in range(masters)]
+        self.replicas = [RedisServer(binary, free_cluster_port(), extra) for _ in range(masters * replicas)]
+        self.replicas_per_master = replicas
+
+    @property
+    def nodes(self) -> list[RedisServer]:
+        return [*self.masters, *self.replicas]
+
+    @property
+    def url(self) -> str:
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in self.masters)
+
+    def start(self, timeout: float = 30.0) -> RedisClusterServers:
+        for node in self.nodes:
+            node.start()
+        first = self._client(self.masters[0])
+        try:
+            per = 16384 // len(self.masters)
+            for i, node in enumerate(self.masters):
+                last = 16383 if i == len(self.masters) - 1 else (i + 1) * per - 1
+                with self._connected(node) as c:
+                    c.execute_command("CLUSTER ADDSLOTS", *range(i * per, last + 1))
+            for node in self.nodes[1:]:
+                first.execute_command("CLUSTER MEET", "127.0.0.1", node.port)
+            wait_for(lambda: all(self._state(n) == "ok" for n in self.masters), timeout, 0.1, "the cluster's slots")
+            for i, node in enumerate(self.replicas):
+                master = self.masters[i // self.replicas_per_master]
+                master_id = self._node_id(master)
+                with self._connected(node) as c:
+                    # The replica must know the master before it can follow it.
+                    wait_for(lambda c=c, m=master_id: m in str(c.execute_command("CLUSTER NODES")), timeout, 0.1, "the replica meeting its master")
+                    c.execute_command("CLUSTER REPLICATE", master_id)
+            for node in self.replicas:
+                wait_for(lambda n=node: self._info(n, "replication").get("master_link_status") == "up", timeout, 0.1, "replicas in sync")
+            wait_for(lambda: all(self._state(n) == "ok" for n in self.nodes), timeout, 0.1, "every node to see the cluster ok")
+        finally:
+            first.close()
+        return self
+
+    def master_of_slot(self, slot: int) -> RedisServer:
+        """The node now serving ``slot`` as master."""
+        with self._connected(self.nodes_alive()[0]) as c:
+            for start, end, master, *_ in c.execute_command("CLUSTER SLOTS"):
+                if start <= slot <= end:
+                    port = int(master[1])
+                    return next(n for n in self.nodes if n.port == port)
+        raise LookupError(slot)
+
+    def nodes_alive(self) -> list[RedisServer]:
+        return [n for n in self.nodes if n.proc is not None]
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.__exit__()
+
+    def __enter__(self) -> RedisClusterServers:
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    @staticmethod
+    def _client(node: RedisServer) -> redis.Redis:
+        return redis.Redis(port=node.port, socket_timeout=2, decode_responses=True)
+
+    @contextlib.contextmanager
+    def _connected(self, node: RedisServer) -> Iterator[redis.Redis]:
+        client = self._client(node)
+        try:
+            yield client
+        finally:
+            client.close()
+
+    def _info(self, node: RedisServer, section: str) -> dict[str, Any]:
+        try:
+            with self._connected(node) as c:
+                return dict(c.info(section))
+        except (redis.exceptions.RedisError, OSError):
+            return {}
+
+    def _state(self, node: RedisServer) -> str:
+        return str(self._info(node, "cluster").get("cluster_enabled") and self._cluster_info(node).get("cluster_state"))
+
+    def _cluster_info(self, node: RedisServer) -> dict[str, Any]:
+        try:
+            with self._connected(node) as c:
+                raw = c.execute_command("CLUSTER INFO")
+        except (redis.exceptions.RedisError, OSError):
+            return {}
+        if isinstance(raw, dict):
+            return raw
+        return dict(line.split(":", 1) for line in str(raw).splitlines() if ":" in line)
+
+    def _node_id(self, node: RedisServer) -> str:
+        with self._connected(node) as c:
+            return str(c.execute_command("CLUSTER MYID"))

@@ -14,6 +14,7 @@ from urllib.parse import unquote, urlsplit
 
 import redis
 from redis.backoff import NoBackoff
+from redis.cluster import RedisCluster
 from redis.retry import Retry
 
 from ..errors import TransportError
@@ -35,7 +36,7 @@ def _guard(fn: Callable[..., T]) -> Callable[..., T]:
             if "NOGROUP" in str(exc) or "no such key" in str(exc):
                 raise MissingGroup(str(exc)) from exc
             raise TransportError(f"redis error: {exc}") from exc
-        except redis.exceptions.RedisError as exc:
+        except (redis.exceptions.RedisError, redis.exceptions.RedisClusterException) as exc:
             raise TransportError(f"redis unreachable: {exc}") from exc
         except OSError as exc:
             raise TransportError(f"redis unreachable: {exc}") from exc
@@ -60,7 +61,7 @@ def connect(url: str, **options: Any) -> Any:
     parts = urlsplit(url)
     scheme = parts.scheme
     if scheme in ("redis+cluster", "rediss+cluster"):
-        from redis.cluster import ClusterNode, RedisCluster
+        from redis.cluster import ClusterNode
 
         nodes = [ClusterNode(h.rsplit(":", 1)[0], int(h.rsplit(":", 1)[1])) for h in _hosts(parts)]
         opts.pop("health_check_interval", None)
@@ -99,6 +100,21 @@ def stream_entries(res: Any) -> list[tuple[str, str, dict[bytes, bytes]]]:
     RESP2 pairs), without the entries deleted meanwhile (no fields)."""
     rows = res.items() if isinstance(res, dict) else (res or [])
     return [(_text(key), _text(eid), fields) for key, entries in rows for eid, fields in entries if fields]
+
+
+def execute_publishing(client: Any, pipe: Any, messages: list[tuple[str, Any]]) -> list[Any]:
+    """Run ``pipe`` and PUBLISH each (channel, message) after its commands: in
+    the same round trip, except on a Redis Cluster, whose pipelines refuse
+    PUBLISH (there they follow one by one)."""
+    clustered = isinstance(client, RedisCluster)
+    if not clustered:
+        for channel, message in messages:
+            pipe.publish(channel, message)
+    res = list(pipe.execute())
+    if clustered:
+        for channel, message in messages:
+            client.publish(channel, message)
+    return res
 
 
 def _text(value: Any) -> str:

@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from .. import keys
-from .base import _guard, _text, stream_entries
+from .base import _guard, _text, execute_publishing, stream_entries
 from .events import Subscription
 
 
@@ -36,9 +36,8 @@ class CatalogOps:
             pipe.hset(keys.catalog(self.ns), mapping=configs)
         if removed:
             pipe.hdel(keys.catalog(self.ns), *removed)
-        for name in [*configs, *(removed or [])]:
-            pipe.publish(keys.catalog_changed(self.ns), name)
-        pipe.execute()
+        channel = keys.catalog_changed(self.ns)
+        execute_publishing(self.redis, pipe, [(channel, name) for name in [*configs, *(removed or [])]])
 
     @_guard
     def listen_catalog(self) -> Subscription:

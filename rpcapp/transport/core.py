@@ -12,6 +12,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 import redis
+from redis.cluster import RedisCluster
 
 from .. import keys
 from ..redlock import COMPARE_AND_DELETE
@@ -30,6 +31,8 @@ class Transport(CatalogOps, EventOps):
     def __init__(self, client: Any, namespace: str = "rpcapp") -> None:
         self.redis = client
         self.ns = namespace
+        self.clustered = isinstance(client, RedisCluster)
+        """A Redis Cluster: a command's keys must share a slot (see ``keys.py``)."""
         self._claim_idem = client.register_script(scripts._CLAIM_IDEMPOTENCY)
         self._complete_idem = client.register_script(scripts._COMPLETE_IDEMPOTENCY)
         self._requeue = client.register_script(scripts._REQUEUE)

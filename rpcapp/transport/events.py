@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .. import keys
-from .base import _guard, _text, log
+from .base import _guard, _text, execute_publishing, log
 
 
 class EventOps:
@@ -35,9 +35,7 @@ class EventOps:
         pipe = self.redis.pipeline(transaction=False)
         for service, frame in items:
             pipe.xadd(keys.requests(self.ns, service), {"m": frame}, maxlen=maxlen, approximate=True)
-        if broadcast is not None:
-            pipe.publish(keys.broadcast(self.ns, topic), broadcast)
-        pipe.execute()
+        execute_publishing(self.redis, pipe, [] if broadcast is None else [(keys.broadcast(self.ns, topic), broadcast)])
 
     @_guard
     def retry_later(self, service: str, entry_id: str, frame: bytes, due_ms: int) -> None:

@@ -109,7 +109,13 @@ class Worker:
         self._stopping = threading.Event()
         self._beating = threading.Event()  # set: the heartbeat stops (just before deregistering)
         self._stopped = threading.Event()
-        self._calls = CallThreads(s.concurrency, self._read, self._run_one, self._stopping)
+        # One read covers every route, except on a Redis Cluster: there each
+        # service (its queue and this worker's inbox of it, one slot) is read apart.
+        if transport.clustered:
+            self._read_groups = [[svc, inbox_route(svc, self.name)] for svc in self.services]
+        else:
+            self._read_groups = [self.routes]
+        self._calls = CallThreads(s.concurrency, self._read, self._run_one, self._stopping, len(self._read_groups))
         self._read_delay = 0.05
         self._turn = 0
         self._heartbeat: threading.Thread | None = None
@@ -199,16 +205,18 @@ class Worker:
         return self._stopped.is_set()
 
     # -- reading ----------------------------------------------------------------
-    def _read(self, free: int) -> list[tuple[str, str, dict[bytes, bytes]]]:
-        """Take up to ``free`` requests (called by the call thread whose turn it is)."""
+    def _read(self, free: int, group: int = 0) -> list[tuple[str, str, dict[bytes, bytes]]]:
+        """Take up to ``free`` requests from the routes of read group ``group``
+        (called by the call thread whose turn it is)."""
         if self._stopping.is_set():
             return []
         if self.drained:
             time.sleep(0.25)
             return []
-        count = max(1, free // len(self.routes))
+        routes = self._read_groups[group]
+        count = max(1, free // len(routes))
         try:
-            entries = self.transport.read(self.routes, self.name, count, self.settings.block_ms)
+            entries = self.transport.read(routes, self.name, count, self.settings.block_ms)
             self._read_delay = 0.05
             return self._keep(entries, free)
         except MissingGroup:

@@ -19,8 +19,11 @@ Entry = tuple[str, str, dict[bytes, bytes]]
 
 
 class CallThreads:
-    def __init__(self, size: int, read: Callable[[int], list[Entry]], run: Callable[[Entry], None], stopping: threading.Event) -> None:
+    def __init__(
+        self, size: int, read: Callable[[int, int], list[Entry]], run: Callable[[Entry], None], stopping: threading.Event, groups: int = 1
+    ) -> None:
         self.size = size
+        self.groups = groups
         self._read = read
         self._run = run
         self._stopping = stopping
@@ -28,7 +31,9 @@ class CallThreads:
         self._cond = threading.Condition(lock)  # idle call threads wait here for work or the reader role
         self._drained = threading.Condition(lock)  # wait_idle waits here
         self._queue: deque[Entry] = deque()
-        self._reading = False
+        self._reading: set[int] = set()  # groups with a read under way
+        self._reserved = 0  # slots held by the reads under way
+        self._next_group = 0
         self._busy = 0
         self._threads: list[threading.Thread] = []
         self._running: set[str] = set()  # entry ids being run
@@ -60,27 +65,36 @@ class CallThreads:
                 self._drained.wait(left)
         return True
 
-    def _next(self) -> tuple[Entry | None, int]:
-        """Under the lock: a queued entry, or the reader role with the free slot count."""
+    def _reader_wanted(self) -> bool:
+        return len(self._reading) < self.groups and self.size - self._busy - self._reserved > 0
+
+    def _next(self) -> tuple[Entry | None, int, int]:
+        """Under the lock: a queued entry, or the reader role of a group with
+        the count it may read: (entry, group, count)."""
         with self._cond:
-            while not self._queue and self._reading and not self._stopping.is_set():
+            while not self._queue and not self._reader_wanted() and not self._stopping.is_set():
                 self._cond.wait(0.5)
             if self._queue:
-                return self._queue.popleft(), 0
-            if self._stopping.is_set() or self._reading:
-                return None, 0
-            self._reading = True
-            return None, self.size - self._busy
+                return self._queue.popleft(), 0, 0
+            if self._stopping.is_set() or not self._reader_wanted():
+                return None, 0, 0
+            group = next(g % self.groups for g in range(self._next_group, self._next_group + self.groups) if g % self.groups not in self._reading)
+            self._next_group = group + 1
+            unread = self.groups - len(self._reading) - 1  # other groups still to get a reader
+            count = max(1, self.size - self._busy - self._reserved - unread)
+            self._reading.add(group)
+            self._reserved += count
+            return None, group, count
 
     def _loop(self) -> None:
         while True:
-            item, free = self._next()
+            item, group, free = self._next()
             if item is None and free <= 0:
                 if self._stopping.is_set():
                     return
                 continue
             if item is None:
-                item = self._take(free)
+                item = self._take(group, free)
                 if item is None:
                     continue
             self._running.add(item[1])
@@ -93,13 +107,14 @@ class CallThreads:
                     if not self._busy:
                         self._drained.notify_all()
 
-    def _take(self, free: int) -> Entry | None:
+    def _take(self, group: int, free: int) -> Entry | None:
         entries: list[Entry] = []
         try:
-            entries = self._read(free)[:free]
+            entries = self._read(free, group)[:free]
         finally:
             with self._cond:
-                self._reading = False
+                self._reading.discard(group)
+                self._reserved -= free
                 self._busy += len(entries)
                 self._queue.extend(entries[1:])
                 self._cond.notify(len(entries) or 1)

@@ -194,9 +194,9 @@ def _record(key: str, field: str) -> int:
 
     client = _redis_clients.get(conf.redis_url())
     if client is None:
-        import redis
+        from rpcapp.transport import connect
 
-        client = _redis_clients.setdefault(conf.redis_url(), redis.Redis.from_url(conf.redis_url()))
+        client = _redis_clients.setdefault(conf.redis_url(), connect(conf.redis_url()))
     return int(client.hincrby(f"{conf.get().NAMESPACE}:test:{key}", field, 1))
 
 
