@@ -25,6 +25,10 @@ def _broker_from_rpcapp(sender: Celery, **kwargs: object) -> None:
     from rpcapp.conf import redis_url
 
     url = redis_url()
+    if "+cluster://" in url:
+        from django.core.exceptions import ImproperlyConfigured
+
+        raise ImproperlyConfigured("Celery's Redis broker cannot use a Redis Cluster: set CELERY_BROKER_URL to a single Redis")
     if url.startswith("unix://"):
         url = "redis+socket://" + url[len("unix://") :]
     sender.conf.broker_url = url

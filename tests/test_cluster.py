@@ -127,6 +127,28 @@ def test_failing_event_handlers_are_retried(cluster_conf: dict[str, Any], cluste
         wait_for(lambda: tally.hget(f"{cluster_conf['NAMESPACE']}:test:flaky", "1") == b"3", 15, message="the third attempt")
 
 
+def test_broadcasts_and_recovery_after_a_worker_is_killed(cluster_conf: dict[str, Any], cluster_client: Any, tmp_path: Path) -> None:
+    """Broadcast handlers run in every live worker process; an event whose
+    worker died mid-handler (kill -9 in the handler) is delivered again to the
+    next worker, through recovery of the dead consumer's pending entries."""
+    tally = connect(cluster_conf["REDIS_URL"])
+    ns = cluster_conf["NAMESPACE"]
+    procs = Processes(cluster_conf, tmp_path)
+    try:
+        a = procs.start("--service", "mailer")
+        b = procs.start("--service", "mailer")
+        publish("tests.happened", {"n": 7})
+        wait_for(lambda: len(tally.hgetall(f"{ns}:test:broadcast")) == 2, 10, message="both broadcast handlers")
+        assert {k.decode() for k in tally.hgetall(f"{ns}:test:broadcast")} == {f"{a.pid}:7", f"{b.pid}:7"}
+        procs.start("--service", "audit")
+        publish("tests.crashy", {"n": 1})
+        wait_for(lambda: tally.hget(f"{ns}:test:crashy", "1") == b"1", 10, message="the first delivery")
+        procs.start("--service", "audit")
+        wait_for(lambda: tally.hget(f"{ns}:test:crashy", "1") == b"2", 15, message="the redelivery")
+    finally:
+        procs.stop_all()
+
+
 def test_locks_exclude_and_fence(cluster_conf: dict[str, Any]) -> None:
     name = "stock-" + uuid.uuid4().hex[:6]
     holders: list[int] = []
