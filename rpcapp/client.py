@@ -36,7 +36,7 @@ from .registry import Registry, Spec, default_registry
 from .replies import ReplyListener, complete
 from .retries import Attempts
 from .streams import AsyncCallStream, CallStream, StreamSink
-from .transport import Transport
+from .transport import Transport, deadline
 
 log = logging.getLogger("rpcapp.client")
 
@@ -140,7 +140,8 @@ class Client:
         deadline = self._deadline_for(admitted.seconds)
         req = self._request(spec, args_, kwargs_, deadline, reply_to=None, idempotency_key=None)
         frame = self._pack(req)
-        self._enqueue([(admitted.route, frame)], now_ms() if once else deadline, name)
+        if self._enqueue([(admitted.route, frame)], deadline, name, [req.idempotent], retry=not once):
+            raise ServiceUnavailable("redis failed while the notification was being queued; it may have been queued", procedure=name)
 
     def stream(self, name: str, /, *args: Any, timeout: float | None = None, **kwargs: Any) -> CallStream:
         """Call a streaming procedure; iterate the result for its items.
@@ -170,7 +171,7 @@ class Client:
         listener.track_stream(req, sink)
         try:
             self._check_providers(spec.service, deadline)
-            self._enqueue([(admitted.route, frame)], deadline, name)
+            self._enqueue([(admitted.route, frame)], deadline, name, [False])  # if it may be queued, its items may come
         except RpcError:
             listener.untrack_stream(req.id)
             raise
@@ -314,7 +315,12 @@ class Client:
         """Send the requests of every waiting caller in one pipeline."""
         outgoing = [item for items, _ in batches for item in items]
         try:
-            self._enqueue([(s, f) for s, f, _, _ in outgoing], max(req.deadline for _, _, req, _ in outgoing), outgoing[0][2].procedure)
+            self._enqueue(
+                [(s, f) for s, f, _, _ in outgoing],
+                max(req.deadline for _, _, req, _ in outgoing),
+                outgoing[0][2].procedure,
+                [req.idempotent or bool(req.idempotency_key) for _, _, req, _ in outgoing],
+            )
             for _, _, _, fut in outgoing:
                 fut.rpc_sent = True  # type: ignore[attr-defined]
         except RpcError as exc:
@@ -332,16 +338,29 @@ class Client:
         except (TypeError, ValueError) as exc:  # orjson: unsupported type, int over 64 bits
             raise InvalidParams(f"arguments cannot be encoded: {exc}", procedure=req.procedure) from None
 
-    def _enqueue(self, items: list[tuple[str, bytes]], deadline_ms: int, name: str) -> None:
-        """XADD, retrying with capped backoff while Redis is unreachable."""
+    def _enqueue(self, items: list[tuple[str, bytes]], deadline_ms: int, name: str, resendable: Sequence[bool] | None = None, retry: bool = True) -> bool:
+        """XADD, retrying with capped backoff while Redis is unreachable, each
+        attempt's waits bounded by the deadline. After a failure that may have
+        reached Redis only ``resendable`` (idempotent) items are sent again: the
+        others may be queued already and wait for their reply, as a second copy
+        could run them twice. True if some item was left that way."""
+        flags = list(resendable) if resendable is not None else [True] * len(items)
+        uncertain = False
         delay = 0.05
         while True:
             try:
-                self.transport.enqueue(items, self.settings.max_queue_length)
-                return
+                with deadline((deadline_ms - now_ms()) / 1000):
+                    self.transport.enqueue(items, self.settings.max_queue_length)
+                return uncertain
             except TransportError as exc:
+                if exc.maybe_sent and not all(flags):
+                    uncertain = True
+                    items = [item for item, again in zip(items, flags, strict=True) if again]
+                    flags = [True] * len(items)
+                    if not items:
+                        return uncertain
                 left = (deadline_ms - now_ms()) / 1000
-                if left <= 0:
+                if left <= 0 or not retry:
                     raise ServiceUnavailable(f"redis unreachable: {exc.message}", procedure=name) from exc
                 time.sleep(min(delay, left))
                 delay = min(delay * 2, 1.0)
@@ -361,7 +380,8 @@ class Client:
         delay = 0.05
         while True:
             try:
-                live, known = self.transport.count_live(service, now_ms() - int(self.settings.provider_ttl * 1000))
+                with deadline((deadline_ms - now_ms()) / 1000):
+                    live, known = self.transport.count_live(service, now_ms() - int(self.settings.provider_ttl * 1000))
                 if registration_wait is None:
                     registration_wait = min(now_ms() + REGISTRATION_WAIT_MS, deadline_ms)
             except TransportError as exc:

@@ -120,6 +120,8 @@ class TransportError(RpcError):
     """Raised inside rpcapp when Redis cannot be reached; callers see ServiceUnavailable."""
 
     code = "unavailable"
+    maybe_sent = True
+    """False when the connection failed before anything was sent (safe to send again)."""
 
 
 class ProtocolError(RpcError):

@@ -22,6 +22,7 @@ from .errors import PayloadTooLarge, ProtocolError, RpcError, RpcTimeout, Servic
 from .protocol import Request, now_ms
 from .signature import _Mismatch, coerce
 from .streams import StreamSink
+from .transport import deadline
 
 if TYPE_CHECKING:
     from .client import Client
@@ -165,11 +166,12 @@ class ReplyListener(threading.Thread):
             if left <= 0:
                 return
             try:
-                first = transport.wait_reply(self.reply_key, min(left, 1.0))
-                if first is None:
-                    continue
-                self._deliver_safely(first)
-                frames = transport.take_replies(self.reply_key) if self._pending or self._streams else []
+                with deadline(left):  # a Redis that stops answering cannot hold the caller past its deadline
+                    first = transport.wait_reply(self.reply_key, min(left, 1.0))
+                    if first is None:
+                        continue
+                    self._deliver_safely(first)
+                    frames = transport.take_replies(self.reply_key) if self._pending or self._streams else []
             except Exception:  # leave the reading (and any retrying) to the listener thread
                 return
             for frame in frames:

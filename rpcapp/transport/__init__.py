@@ -9,8 +9,8 @@ a consumer group that is gone); nothing above sees ``redis.exceptions``.
 from __future__ import annotations
 
 from ..errors import TransportError
-from .base import SOCKET_TIMEOUT, MissingGroup, connect
+from .base import SOCKET_TIMEOUT, MissingGroup, connect, deadline
 from .core import Transport
 from .events import Subscription
 
-__all__ = ["SOCKET_TIMEOUT", "MissingGroup", "Subscription", "Transport", "TransportError", "connect"]
+__all__ = ["SOCKET_TIMEOUT", "MissingGroup", "Subscription", "Transport", "TransportError", "connect", "deadline"]

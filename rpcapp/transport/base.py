@@ -6,9 +6,12 @@ rest of rpcapp never sees a ``redis.exceptions`` class.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
-from collections.abc import Callable
+import threading
+import time
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
@@ -25,8 +28,90 @@ T = TypeVar("T")
 SOCKET_TIMEOUT = 5.0
 """Bound on any single Redis command; blocking reads use at most 1 s of it."""
 
+_bound = threading.local()
+
+
+@contextlib.contextmanager
+def deadline(seconds: float) -> Iterator[None]:
+    """Bound every Redis wait of this thread by ``seconds`` from now (plus a
+    moment), below the connection's own socket timeout: a call's deadline
+    holds even when Redis stops answering."""
+    previous = getattr(_bound, "until", None)
+    until = time.monotonic() + max(seconds, 0.0) + DEADLINE_SLACK
+    _bound.until = until if previous is None else min(previous, until)
+    try:
+        yield
+    finally:
+        _bound.until = previous
+
+
+DEADLINE_SLACK = 0.1
+"""Seconds a bounded wait may go past its deadline (a blocking read that
+ends at the deadline must not lose the race to its own socket timeout)."""
+
+
+class NotSent(redis.exceptions.ConnectionError):
+    """Redis could not be reached at all: the command was not sent."""
+
+
+class _Bounded:
+    """Mixin of rpcapp's redis-py connections: a failure to connect raises
+    :class:`NotSent`, and a thread's :func:`deadline` bounds socket waits."""
+
+    socket_timeout: float | None
+    _sock: Any
+
+    def connect_check_health(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().connect_check_health(*args, **kwargs)  # type: ignore[misc]
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+            if isinstance(exc, NotSent):
+                raise
+            raise NotSent(str(exc)) from exc
+
+    def send_packed_command(self, *args: Any, **kwargs: Any) -> Any:
+        self._bound_waits()
+        return super().send_packed_command(*args, **kwargs)  # type: ignore[misc]
+
+    def read_response(self, *args: Any, **kwargs: Any) -> Any:
+        self._bound_waits()
+        return super().read_response(*args, **kwargs)  # type: ignore[misc]
+
+    def _bound_waits(self) -> None:
+        sock = self._sock
+        if sock is None:
+            return
+        until = getattr(_bound, "until", None)
+        if until is None:
+            if self.__dict__.get("_rpc_bounded"):
+                sock.settimeout(self.socket_timeout)
+                self._rpc_bounded = False
+            return
+        left = max(until - time.monotonic(), 0.001)
+        sock.settimeout(left if self.socket_timeout is None else min(self.socket_timeout, left))
+        self._rpc_bounded = True
+
+
+_bounded_classes: dict[type, type] = {}
+
+
+def bounded(connection_class: type) -> type:
+    """``connection_class`` with the :class:`_Bounded` behaviour."""
+    if connection_class not in _bounded_classes:
+        _bounded_classes[connection_class] = type(f"Bounded{connection_class.__name__}", (_Bounded, connection_class), {})
+    return _bounded_classes[connection_class]
+
+
+class _BoundedPool(redis.ConnectionPool):
+    """A connection pool of :func:`bounded` connections (Redis Cluster's nodes)."""
+
+    def __init__(self, connection_class: type = redis.Connection, **kwargs: Any) -> None:
+        super().__init__(connection_class=bounded(connection_class), **kwargs)
+
+
 def _guard(fn: Callable[..., T]) -> Callable[..., T]:
-    """Re-raise redis-py errors as TransportError."""
+    """Re-raise redis-py errors as TransportError (``maybe_sent`` is False
+    when Redis could not be reached at all, so nothing was sent)."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> T:
@@ -37,7 +122,9 @@ def _guard(fn: Callable[..., T]) -> Callable[..., T]:
                 raise MissingGroup(str(exc)) from exc
             raise TransportError(f"redis error: {exc}") from exc
         except (redis.exceptions.RedisError, redis.exceptions.RedisClusterException) as exc:
-            raise TransportError(f"redis unreachable: {exc}") from exc
+            error = TransportError(f"redis unreachable: {exc}")
+            error.maybe_sent = not isinstance(exc, NotSent)
+            raise error from exc
         except OSError as exc:
             raise TransportError(f"redis unreachable: {exc}") from exc
 
@@ -63,23 +150,24 @@ def connect(url: str, **options: Any) -> Any:
     if scheme in ("redis+cluster", "rediss+cluster"):
         from redis.cluster import ClusterNode
 
-        nodes = [ClusterNode(h.rsplit(":", 1)[0], int(h.rsplit(":", 1)[1])) for h in _hosts(parts)]
+        hosts = _hosts(parts)
+        nodes = [ClusterNode(h.rsplit(":", 1)[0], int(h.rsplit(":", 1)[1])) for h in hosts[1:]]
         opts.pop("health_check_interval", None)
-        return RedisCluster(
-            startup_nodes=nodes,
-            username=unquote(parts.username) if parts.username else None,
-            password=unquote(parts.password) if parts.password else None,
-            ssl=scheme.startswith("rediss"),
-            **opts,
-        )
+        # Given as a URL, the first node makes redis-py build every node's pool
+        # with ``connection_pool_class`` (and TLS from the scheme).
+        userinfo = parts.netloc.rsplit("@", 1)[0] + "@" if "@" in parts.netloc else ""
+        first = f"{scheme.split('+', 1)[0]}://{userinfo}{hosts[0]}"
+        return RedisCluster(url=first, startup_nodes=nodes, connection_pool_class=_BoundedPool, **opts)
     if scheme in ("redis+sentinel", "rediss+sentinel"):
-        from redis.sentinel import Sentinel
+        from redis.sentinel import Sentinel, SentinelManagedConnection, SentinelManagedSSLConnection
 
         path = [p for p in parts.path.split("/") if p]
         if not path:
             raise ValueError("a sentinel URL needs /master_name")
         hosts = [(h.rsplit(":", 1)[0], int(h.rsplit(":", 1)[1])) for h in _hosts(parts)]
         sentinel = Sentinel(hosts, socket_timeout=1.0)
+        managed = SentinelManagedSSLConnection if scheme.startswith("rediss") else SentinelManagedConnection
+        opts.setdefault("connection_class", bounded(managed))
         return sentinel.master_for(
             path[0],
             db=int(path[1]) if len(path) > 1 else 0,
@@ -87,6 +175,8 @@ def connect(url: str, **options: Any) -> Any:
             ssl=scheme.startswith("rediss"),
             **opts,
         )
+    plain = {"unix": redis.UnixDomainSocketConnection, "rediss": redis.SSLConnection}.get(scheme, redis.Connection)
+    opts.setdefault("connection_class", bounded(plain))
     return redis.Redis.from_url(url, **opts)
 
 
