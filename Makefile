@@ -41,11 +41,11 @@ run: setup  ## run web, RPC workers, Celery worker and beat, embedded Redis
 
 # The second run, on the Redis from PATH, repeats what depends on the Redis
 # version (calls, workers, processes, locks, events, streams, policies, ACL,
-# TLS, Sentinel); the protocol, catalog, HTTP, admin, history and browser
-# tests do not, and run once.
+# TLS, Sentinel, Cluster); the protocol, catalog, HTTP, admin, history,
+# browser and fault tests run once.
 REDIS_TESTS := tests/test_client.py tests/test_worker.py tests/test_processes.py \
 	tests/test_review_fixes.py tests/test_locks.py tests/test_events.py tests/test_streams.py \
-	tests/test_balancing.py tests/test_security.py tests/test_sentinel.py tests/test_smoke.py
+	tests/test_balancing.py tests/test_security.py tests/test_sentinel.py tests/test_cluster.py tests/test_smoke.py
 
 test: $(STAMP)  ## run the whole test suite on Redis 6.2 (embedded), and its Redis-dependent part again on Redis 7 (if installed)
 	RPCAPP_TEST_REDIS_SERVER=$(EMBEDDED_REDIS) $(BIN)/pytest $(PYTEST_ARGS)

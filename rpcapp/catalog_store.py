@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import orjson
-from django.db import DatabaseError, transaction
+from django.db import DatabaseError, reset_queries, transaction
 from django.utils import timezone
 
 from . import conf
@@ -183,6 +183,7 @@ def start_refresher(stop: threading.Event) -> threading.Thread:
                 push()
             except (RpcError, DatabaseError) as exc:
                 log.warning("catalog refresh failed: %s", exc)
+            reset_queries()  # with DEBUG on, Django would keep every query of this thread
 
     thread = threading.Thread(target=loop, name="rpcapp-catalog-refresh", daemon=True)
     thread.start()

@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import orjson
-from django.db import DatabaseError, transaction
+from django.db import DatabaseError, reset_queries, transaction
 from django.db.models import Count, Q, Sum
 from django.db.models.functions import TruncHour, TruncMinute
 from django.utils import timezone
@@ -170,6 +170,7 @@ class Recorder(threading.Thread):
             try:
                 self.drain_once()
                 delay = 0.1
+                reset_queries()  # with DEBUG on, Django would keep every query of this thread
             except (RpcError, DatabaseError) as exc:  # Redis or the database away: records wait in Redis
                 log.warning("call history: %s; retrying in %.1fs", exc, delay)
                 time.sleep(delay)

@@ -63,6 +63,7 @@ class ReplyListener(threading.Thread):
         self._self_readers: set[str] = set()  # calls whose caller reads its reply itself
         self._streams: dict[str, StreamSink] = {}  # streaming calls under way
         self._expired: dict[str, float] = {}  # timed-out calls whose late reply may come, until when
+        self._left: set[str] = set()  # streams whose caller stopped reading (among _expired): not late
         # Held by whoever is blocked on the reply list; re-entrant, so that a call made
         # from a done-callback run by the reader reads its own reply.
         self._reading = threading.RLock()
@@ -132,6 +133,7 @@ class ReplyListener(threading.Thread):
         with self._lock:
             if self._streams.pop(call_id, None) is not None and len(self._expired) < 100_000:
                 self._expired[call_id] = time.monotonic() + self.client.settings.reply_ttl
+                self._left.add(call_id)
 
     def grant(self, req: Request, message: bytes) -> None:
         """Tell the worker running stream ``req`` what was consumed (or to stop);
@@ -236,6 +238,7 @@ class ReplyListener(threading.Thread):
             if until > now:
                 break
             del self._expired[call_id]
+            self._left.discard(call_id)
         return len(self._pending) > len(self._self_readers) or bool(self._expired) or bool(self._streams)
 
     def run(self) -> None:
@@ -300,11 +303,7 @@ class ReplyListener(threading.Thread):
                 self._deadlines = [d for d in self._deadlines if d[1] in self._pending or d[1] in self._streams]
                 heapq.heapify(self._deadlines)
         if entry is None:
-            with self._lock:
-                self._expired.pop(call_id, None)
-            self.client.late_replies += 1
-            log.info("dropped a late reply for call %s", call_id)
-            self.client.record(id=call_id, status="late", provider=data.get("provider", ""), queued_ms=data.get("queued_ms"), run_ms=data.get("run_ms"))
+            self._late(call_id, data)
             return
         fut, returns, procedure = entry
         if fut.done():
@@ -321,6 +320,17 @@ class ReplyListener(threading.Thread):
             complete(fut, result=result)
         else:
             complete(fut, exc=error_from_wire(error, procedure=procedure, call_id=call_id))
+
+    def _late(self, call_id: str, data: dict[str, Any]) -> None:
+        """A reply nobody waits for: dropped, and counted unless it is an item
+        of a stream its caller stopped reading."""
+        with self._lock:
+            if call_id in self._left:
+                return
+            self._expired.pop(call_id, None)
+        self.client.late_replies += 1
+        log.info("dropped a late reply for call %s", call_id)
+        self.client.record(id=call_id, status="late", provider=data.get("provider", ""), queued_ms=data.get("queued_ms"), run_ms=data.get("run_ms"))
 
     def _expire_loop(self) -> None:
         while not self._stop_event.is_set():

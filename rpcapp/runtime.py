@@ -6,6 +6,7 @@ import threading
 from typing import Any
 
 from django.conf import settings
+from django.db import close_old_connections, reset_queries
 
 from . import conf
 from .catalog import CatalogCache
@@ -66,9 +67,26 @@ def worker_settings(**overrides: Any) -> WorkerSettings:
         "history_max": c.HISTORY_STREAM_MAX,
         "redact": tuple(k.lower() for k in c.REDACT_KEYS),
         "lock_factory": _lock_factory,
+        "hooks": [DatabaseConnections()],
     }
     values.update(overrides)
     return WorkerSettings(**values)
+
+
+class DatabaseConnections:
+    """A worker hook doing around each call what Django does around each
+    request: the query log (kept while DEBUG is on) is emptied, and database
+    connections past ``CONN_MAX_AGE`` or broken are closed."""
+
+    def before_call(self, req: Any) -> None:
+        reset_queries()
+        close_old_connections()
+
+    def after_call(self, req: Any, reply: Any) -> None:
+        close_old_connections()
+
+    def on_error(self, req: Any, exc: BaseException) -> None:
+        close_old_connections()
 
 
 def _lock_factory(name: str, ttl: float) -> RedLock:

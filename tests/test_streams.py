@@ -75,6 +75,17 @@ def test_leaving_the_loop_cancels_the_generator_within_a_second(client: Any, wor
     assert STREAMS["early"]["produced"] < 200
 
 
+def test_items_sent_after_the_caller_left_are_not_late_replies(client: Any, worker: Any) -> None:
+    late = client.late_replies
+    for _ in range(3):
+        for item in client.stream("tests.count_up", 500):
+            if item == 2:
+                break
+    assert client.call("tests.echo", "after") == "after"  # the listener has read what was pushed meanwhile
+    time.sleep(0.3)
+    assert client.late_replies == late
+
+
 def test_close_cancels_a_worker_blocked_on_a_full_window(settings: Any, rpc_conf: dict[str, Any]) -> None:
     settings.RPCAPP = {**rpc_conf, "STREAM_WINDOW": 4}
     client = runtime.get_client()

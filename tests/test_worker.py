@@ -5,10 +5,11 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from typing import Any
 
 import pytest
 
-from rpcapp import keys
+from rpcapp import keys, runtime
 from rpcapp.errors import RpcTimeout, WorkerLost
 from rpcapp.protocol import Request, Signer, derive_key, now_ms
 from rpcapp.testing import running_worker, wait_for
@@ -193,3 +194,22 @@ def _try(c) -> bool:
         return c.call("tests.echo", 2, timeout=1) == 2
     except Exception:
         return False
+
+
+@pytest.mark.django_db
+def test_workers_reset_the_query_log_and_close_old_connections_around_calls(settings: Any, rpc_conf: dict[str, Any]) -> None:
+    """What Django does around each request, the default worker hook does
+    around each call: with DEBUG on the query log would otherwise keep growing."""
+    from django.db import connection
+
+    from rpcapp.models import Service
+
+    worker = runtime.build_worker(["tests"])
+    hook = next(h for h in worker.executor.hooks if isinstance(h, runtime.DatabaseConnections))
+    settings.DEBUG = True
+    connection.force_debug_cursor = False
+    list(Service.objects.all())
+    assert len(connection.queries) > 0
+    hook.before_call(None)
+    assert connection.queries == []
+    worker.transport.close()
