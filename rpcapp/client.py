@@ -324,8 +324,10 @@ class Client:
             for _, _, _, fut in outgoing:
                 fut.rpc_sent = True  # type: ignore[attr-defined]
         except RpcError as exc:
+            # Those that may have been queued wait for their reply (or RpcTimeout).
+            maybe = {outgoing[i][2].id for i in getattr(exc, "uncertain", ())}
             for items, listener in batches:
-                self._fail(items, listener, exc)
+                self._fail([item for item in items if item[2].id not in maybe], listener, exc)
 
     @staticmethod
     def _fail(outgoing: list[tuple[str, bytes, Request, Future[Any]]], listener: ReplyListener, exc: RpcError) -> None:
@@ -338,30 +340,33 @@ class Client:
         except (TypeError, ValueError) as exc:  # orjson: unsupported type, int over 64 bits
             raise InvalidParams(f"arguments cannot be encoded: {exc}", procedure=req.procedure) from None
 
-    def _enqueue(self, items: list[tuple[str, bytes]], deadline_ms: int, name: str, resendable: Sequence[bool] | None = None, retry: bool = True) -> bool:
+    def _enqueue(self, items: list[tuple[str, bytes]], deadline_ms: int, name: str, resendable: Sequence[bool] | None = None, retry: bool = True) -> set[int]:
         """XADD, retrying with capped backoff while Redis is unreachable, each
         attempt's waits bounded by the deadline. After a failure that may have
         reached Redis only ``resendable`` (idempotent) items are sent again: the
         others may be queued already and wait for their reply, as a second copy
-        could run them twice. True if some item was left that way."""
+        could run them twice. Returns the indexes of the items left that way;
+        a ServiceUnavailable raised later carries them too (``uncertain``)."""
         flags = list(resendable) if resendable is not None else [True] * len(items)
-        uncertain = False
+        todo = list(range(len(items)))
+        uncertain: set[int] = set()
         delay = 0.05
         while True:
             try:
                 with deadline((deadline_ms - now_ms()) / 1000):
-                    self.transport.enqueue(items, self.settings.max_queue_length)
+                    self.transport.enqueue([items[i] for i in todo], self.settings.max_queue_length)
                 return uncertain
             except TransportError as exc:
-                if exc.maybe_sent and not all(flags):
-                    uncertain = True
-                    items = [item for item, again in zip(items, flags, strict=True) if again]
-                    flags = [True] * len(items)
-                    if not items:
+                if exc.maybe_sent:
+                    uncertain.update(i for i in todo if not flags[i])
+                    todo = [i for i in todo if flags[i]]
+                    if not todo:
                         return uncertain
                 left = (deadline_ms - now_ms()) / 1000
                 if left <= 0 or not retry:
-                    raise ServiceUnavailable(f"redis unreachable: {exc.message}", procedure=name) from exc
+                    error = ServiceUnavailable(f"redis unreachable: {exc.message}", procedure=name)
+                    error.uncertain = uncertain  # type: ignore[attr-defined]
+                    raise error from exc
                 time.sleep(min(delay, left))
                 delay = min(delay * 2, 1.0)
 

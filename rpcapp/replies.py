@@ -27,6 +27,9 @@ from .transport import deadline
 if TYPE_CHECKING:
     from .client import Client
 
+REPLY_WAIT_SLACK = 0.4
+"""Seconds past its deadline a caller reading its own reply may wait for Redis."""
+
 log = logging.getLogger("rpcapp.client")
 
 
@@ -168,12 +171,15 @@ class ReplyListener(threading.Thread):
             if left <= 0:
                 return
             try:
-                with deadline(left):  # a Redis that stops answering cannot hold the caller past its deadline
+                # A Redis that stops answering cannot hold the caller much past
+                # its deadline; the slack keeps a slow answer (a reply already
+                # popped from the list) from being cut off and lost.
+                with deadline(left + REPLY_WAIT_SLACK):
                     first = transport.wait_reply(self.reply_key, min(left, 1.0))
-                    if first is None:
-                        continue
-                    self._deliver_safely(first)
-                    frames = transport.take_replies(self.reply_key) if self._pending or self._streams else []
+                if first is None:
+                    continue
+                self._deliver_safely(first)
+                frames = transport.take_replies(self.reply_key) if self._pending or self._streams else []
             except Exception:  # leave the reading (and any retrying) to the listener thread
                 return
             for frame in frames:

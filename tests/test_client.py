@@ -299,3 +299,29 @@ def test_unencodable_argument_is_invalid_params_on_the_future(client, worker):
         fut.result(timeout=2)
     with pytest.raises(InvalidParams):
         client.call("tests.echo", 2**70)
+
+
+def test_a_request_redis_refused_is_sent_again_even_if_not_idempotent(own_conf, own_redis):
+    """An error reply (here OOM: no write allowed) means nothing was queued,
+    so a non-idempotent call is retried until Redis takes it; it then runs once."""
+    import redis
+
+    from tests.testapp.rpc import RUNS
+
+    admin = redis.Redis(port=own_redis.port)
+    client = runtime.get_client()
+    key = uuid.uuid4().hex
+    with running_worker(["tests"]):
+        assert client.call("tests.echo", 1) == 1  # the spec and a live provider are known
+        admin.config_set("maxmemory-policy", "noeviction")
+        admin.config_set("maxmemory", 1)
+        threading.Timer(0.6, lambda: admin.config_set("maxmemory", 0)).start()
+        started = time.monotonic()
+        assert client.call("tests.count", key, timeout=5.0) == 1
+        assert time.monotonic() - started >= 0.5
+        assert RUNS[key] == 1
+        admin.config_set("maxmemory", 1)
+        with pytest.raises(ServiceUnavailable):
+            client.call("tests.count", key + "x", timeout=0.5)
+        admin.config_set("maxmemory", 0)
+    assert key + "x" not in RUNS

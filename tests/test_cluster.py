@@ -84,6 +84,11 @@ def test_calls_to_services_on_different_masters(cluster: RedisClusterServers, cl
         assert cluster_client.call("calculator.add", 1, 1) == 2
         assert time.monotonic() - started < 0.5
         assert slow.result(timeout=5) == 1.0
+        # Idle services hold one slot each at most: a busy one gets the rest.
+        started = time.monotonic()
+        sleeps = [cluster_client.call_async("tests.sleep_idem", 1.0) for _ in range(2)]
+        assert [f.result(timeout=10) for f in sleeps] == [1.0, 1.0]
+        assert time.monotonic() - started < 1.8, "two 1 s calls did not run side by side"
 
 
 def test_a_worker_process_serves_and_drains(cluster_conf: dict[str, Any], cluster_client: Any, tmp_path: Path) -> None:

@@ -54,6 +54,18 @@ class NotSent(redis.exceptions.ConnectionError):
     """Redis could not be reached at all: the command was not sent."""
 
 
+@contextlib.contextmanager
+def _not_sent() -> Iterator[None]:
+    """Connecting failed (Sentinel found no master, refused, timed out):
+    nothing was sent on this connection."""
+    try:
+        yield
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+        if isinstance(exc, NotSent):
+            raise
+        raise NotSent(str(exc)) from exc
+
+
 class _Bounded:
     """Mixin of rpcapp's redis-py connections: a failure to connect raises
     :class:`NotSent`, and a thread's :func:`deadline` bounds socket waits."""
@@ -61,13 +73,13 @@ class _Bounded:
     socket_timeout: float | None
     _sock: Any
 
+    def connect(self, *args: Any, **kwargs: Any) -> Any:
+        with _not_sent():
+            return super().connect(*args, **kwargs)  # type: ignore[misc]
+
     def connect_check_health(self, *args: Any, **kwargs: Any) -> Any:
-        try:
+        with _not_sent():
             return super().connect_check_health(*args, **kwargs)  # type: ignore[misc]
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
-            if isinstance(exc, NotSent):
-                raise
-            raise NotSent(str(exc)) from exc
 
     def send_packed_command(self, *args: Any, **kwargs: Any) -> Any:
         self._bound_waits()
@@ -122,13 +134,18 @@ def _guard(fn: Callable[..., T]) -> Callable[..., T]:
                 raise MissingGroup(str(exc)) from exc
             raise TransportError(f"redis error: {exc}") from exc
         except (redis.exceptions.RedisError, redis.exceptions.RedisClusterException) as exc:
-            error = TransportError(f"redis unreachable: {exc}")
-            error.maybe_sent = not isinstance(exc, NotSent)
-            raise error from exc
+            raise failed(f"redis unreachable: {exc}", maybe_sent=not isinstance(exc, NotSent)) from exc
         except OSError as exc:
             raise TransportError(f"redis unreachable: {exc}") from exc
 
     return wrapper
+
+
+def failed(message: str, maybe_sent: bool) -> TransportError:
+    """A TransportError saying whether the command may have reached Redis."""
+    error = TransportError(message)
+    error.maybe_sent = maybe_sent
+    return error
 
 
 class MissingGroup(TransportError):

@@ -15,9 +15,10 @@ import redis
 from redis.cluster import RedisCluster
 
 from .. import keys
+from ..errors import TransportError
 from ..redlock import COMPARE_AND_DELETE
 from . import scripts
-from .base import _guard, _text, log, stream_entries
+from .base import NotSent, _guard, _text, failed, log, stream_entries
 from .catalog import CatalogOps
 from .events import EventOps
 
@@ -41,18 +42,54 @@ class Transport(CatalogOps, EventOps):
         self._release_due = client.register_script(scripts._RELEASE_DUE)
         self._rate_limit = client.register_script(scripts.RATE_LIMIT)
         self._requeue_to = client.register_script(scripts.REQUEUE_TO)
+        self._enqueue_many = client.register_script(scripts.ENQUEUE_MANY)
 
     # -- requests -----------------------------------------------------
     @_guard
     def enqueue(self, items: list[tuple[str, bytes]], maxlen: int) -> list[str]:
-        """XADD each (service, frame); one round trip for all of them."""
-        if len(items) == 1:  # a lone call skips the pipeline machinery
-            (service, frame), = items
-            return [_text(self.redis.xadd(keys.requests(self.ns, service), {"m": frame}, maxlen=maxlen, approximate=True))]
-        pipe = self.redis.pipeline(transaction=False)
-        for service, frame in items:
-            pipe.xadd(keys.requests(self.ns, service), {"m": frame}, maxlen=maxlen, approximate=True)
-        return [_text(x) for x in pipe.execute()]
+        """XADD each (route, frame): one round trip for all of them (one per
+        service on a Redis Cluster). A TransportError says with ``maybe_sent``
+        whether Redis may have queued any of them."""
+        if len(items) == 1 or not self.clustered:
+            return self._enqueue_together(items, maxlen)
+        by_service: dict[str, list[int]] = {}
+        for i, (route, _) in enumerate(items):
+            by_service.setdefault(keys.base(route), []).append(i)
+        ids = [""] * len(items)
+        sent = False
+        for indexes in by_service.values():
+            try:
+                for i, entry_id in zip(indexes, self._enqueue_together([items[i] for i in indexes], maxlen), strict=True):
+                    ids[i] = entry_id
+            except TransportError as exc:
+                exc.maybe_sent = exc.maybe_sent or sent
+                raise
+            sent = True
+        return ids
+
+    def _enqueue_together(self, items: list[tuple[str, bytes]], maxlen: int) -> list[str]:
+        """XADD (route, frame) items in one round trip: a command, a pipeline,
+        or on a Redis Cluster a script (a cluster pipeline sends commands again
+        after a timeout, which could queue a request twice)."""
+        try:
+            if len(items) == 1:  # a lone call skips the pipeline machinery
+                (route, frame), = items
+                return [_text(self.redis.xadd(keys.requests(self.ns, route), {"m": frame}, maxlen=maxlen, approximate=True))]
+            if self.clustered:
+                streams = [keys.requests(self.ns, route) for route, _ in items]
+                return [_text(x) for x in self._enqueue_many(keys=streams, args=[maxlen, *(f for _, f in items)])]
+            pipe = self.redis.pipeline(transaction=False)
+            for route, frame in items:
+                pipe.xadd(keys.requests(self.ns, route), {"m": frame}, maxlen=maxlen, approximate=True)
+            res = pipe.execute(raise_on_error=False)
+        except redis.exceptions.ResponseError as exc:  # refused, unless a script stopped half-way
+            raise failed(f"redis error: {exc}", maybe_sent=len(items) > 1) from exc
+        except (redis.exceptions.RedisError, redis.exceptions.RedisClusterException) as exc:
+            raise failed(f"redis unreachable: {exc}", maybe_sent=not isinstance(exc, NotSent)) from exc
+        errors = [r for r in res if isinstance(r, Exception)]
+        if errors:  # each command refused (nothing queued), or only some
+            raise failed(f"redis error: {errors[0]}", maybe_sent=len(errors) < len(res))
+        return [_text(x) for x in res]
 
     @_guard
     def ensure_group(self, service: str) -> None:
@@ -67,9 +104,10 @@ class Transport(CatalogOps, EventOps):
                 raise
 
     @_guard
-    def read(self, services: list[str], consumer: str, count: int, block_ms: int) -> list[tuple[str, str, dict[bytes, bytes]]]:
-        """XREADGROUP up to ``count`` new entries from each service's stream:
-        (service, entry id, fields)."""
+    def read(self, services: list[str], consumer: str, count: int, block_ms: int | None) -> list[tuple[str, str, dict[bytes, bytes]]]:
+        """XREADGROUP up to ``count`` new entries from each service's stream
+        (waiting up to ``block_ms`` for one; None: not at all): (service, entry
+        id, fields)."""
         streams = {keys.requests(self.ns, s): ">" for s in services}
         res = self.redis.xreadgroup(keys.GROUP, consumer, streams, count=count, block=block_ms)
         by_key = dict(zip(streams, services, strict=True))

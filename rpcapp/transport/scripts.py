@@ -88,3 +88,13 @@ if ok == 1 then
 end
 return false
 """
+
+
+ENQUEUE_MANY = """
+-- KEYS: request streams (one slot); ARGV[1]: MAXLEN ~; ARGV[i + 1]: the frame for KEYS[i]
+local ids = {}
+for i = 1, #KEYS do
+  ids[i] = redis.call('XADD', KEYS[i], 'MAXLEN', '~', ARGV[1], '*', 'm', ARGV[i + 1])
+end
+return ids
+"""

@@ -205,9 +205,10 @@ class Worker:
         return self._stopped.is_set()
 
     # -- reading ----------------------------------------------------------------
-    def _read(self, free: int, group: int = 0) -> list[tuple[str, str, dict[bytes, bytes]]]:
+    def _read(self, free: int, group: int = 0, block: bool = True) -> list[tuple[str, str, dict[bytes, bytes]]]:
         """Take up to ``free`` requests from the routes of read group ``group``
-        (called by the call thread whose turn it is)."""
+        (called by the call thread whose turn it is); waits up to ``block_ms``
+        for the first if ``block``."""
         if self._stopping.is_set():
             return []
         if self.drained:
@@ -216,7 +217,7 @@ class Worker:
         routes = self._read_groups[group]
         count = max(1, free // len(routes))
         try:
-            entries = self.transport.read(routes, self.name, count, self.settings.block_ms)
+            entries = self.transport.read(routes, self.name, count, self.settings.block_ms if block else None)
             self._read_delay = 0.05
             return self._keep(entries, free)
         except MissingGroup:

@@ -20,7 +20,7 @@ Entry = tuple[str, str, dict[bytes, bytes]]
 
 class CallThreads:
     def __init__(
-        self, size: int, read: Callable[[int, int], list[Entry]], run: Callable[[Entry], None], stopping: threading.Event, groups: int = 1
+        self, size: int, read: Callable[[int, int, bool], list[Entry]], run: Callable[[Entry], None], stopping: threading.Event, groups: int = 1
     ) -> None:
         self.size = size
         self.groups = groups
@@ -34,6 +34,7 @@ class CallThreads:
         self._reading: set[int] = set()  # groups with a read under way
         self._reserved = 0  # slots held by the reads under way
         self._next_group = 0
+        self._hot: set[int] = set()  # groups whose last read found work
         self._busy = 0
         self._threads: list[threading.Thread] = []
         self._running: set[str] = set()  # entry ids being run
@@ -78,10 +79,14 @@ class CallThreads:
                 return self._queue.popleft(), 0, 0
             if self._stopping.is_set() or not self._reader_wanted():
                 return None, 0, 0
-            group = next(g % self.groups for g in range(self._next_group, self._next_group + self.groups) if g % self.groups not in self._reading)
-            self._next_group = group + 1
-            unread = self.groups - len(self._reading) - 1  # other groups still to get a reader
-            count = max(1, self.size - self._busy - self._reserved - unread)
+            order = [g % self.groups for g in range(self._next_group, self._next_group + self.groups)]
+            idle = [g for g in order if g not in self._reading]
+            group = next((g for g in idle if g in self._hot), idle[0])
+            if self.groups == 1:
+                count = self.size - self._busy
+            else:
+                self._next_group = group + 1
+                count = 1  # more, without blocking, once this read finds work
             self._reading.add(group)
             self._reserved += count
             return None, group, count
@@ -104,22 +109,35 @@ class CallThreads:
                 self._running.discard(item[1])
                 with self._cond:
                     self._busy -= 1
+                    if self.groups > 1:
+                        self._cond.notify()  # a freed slot: a group may be waiting for a reader
                     if not self._busy:
                         self._drained.notify_all()
 
     def _take(self, group: int, free: int) -> Entry | None:
         entries: list[Entry] = []
+        reserved = free
         try:
-            entries = self._read(free, group)[:free]
+            entries = self._read(free, group, True)[:free]
+            if entries and self.groups > 1:
+                with self._cond:
+                    more = self.size - self._busy - self._reserved
+                    if more > 0:
+                        self._reserved += more
+                        reserved += more
+                if more > 0:
+                    entries += self._read(more, group, False)[:more]
         finally:
             with self._cond:
                 self._reading.discard(group)
-                self._reserved -= free
+                self._reserved -= reserved
                 self._busy += len(entries)
+                if entries:
+                    self._hot.add(group)
+                else:
+                    self._hot.discard(group)
                 self._queue.extend(entries[1:])
                 self._cond.notify(len(entries) or 1)
                 if not self._busy:
                     self._drained.notify_all()
         return entries[0] if entries else None
-
-
