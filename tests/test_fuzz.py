@@ -59,15 +59,19 @@ def test_the_gateways_never_answer_5xx(caller: Any, worker: Any) -> None:  # noq
         def dumps(value: Any) -> bytes:  # the standard library: integers beyond 64 bits too
             return json.dumps(value).encode()
 
-        for path, data, kind in (
-            ("/rpc/jsonrpc/", body, "application/json"),
-            ("/rpc/jsonrpc/", dumps(call), "application/json"),
-            ("/rpc/jsonrpc/", dumps(batch), "application/json"),
-            ("/rpc/xmlrpc/", body, "text/xml"),
-            ("/rpc/call/calculator.add/", body, "application/json"),
-            ("/rpc/call/calculator.add/", dumps(call.get("params")), "application/json"),
+        # Random bytes are refused with a 4xx. A well-formed envelope may be a
+        # real call, whose outcome (a remote error, a timeout) the gateway
+        # reports as 502/503/504; never a 500.
+        for path, data, kind, called in (
+            ("/rpc/jsonrpc/", body, "application/json", False),
+            ("/rpc/jsonrpc/", dumps(call), "application/json", True),
+            ("/rpc/jsonrpc/", dumps(batch), "application/json", True),
+            ("/rpc/xmlrpc/", body, "text/xml", False),
+            ("/rpc/call/calculator.add/", body, "application/json", body.strip().startswith((b"{", b"["))),
+            ("/rpc/call/calculator.add/", dumps(call.get("params")), "application/json", True),
         ):
             answer = http.generic("POST", path, data, content_type=kind)
-            assert answer.status_code < 500 or answer.status_code in (502, 503, 504), (path, data, answer.status_code, answer.content[:300])
+            allowed = (502, 503, 504) if called else ()
+            assert answer.status_code < 500 or answer.status_code in allowed, (path, data, answer.status_code, answer.content[:300])
 
     throw()
