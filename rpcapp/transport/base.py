@@ -71,11 +71,20 @@ class _Bounded:
     :class:`NotSent`, and a thread's :func:`deadline` bounds socket waits."""
 
     socket_timeout: float | None
+    socket_connect_timeout: float | None
     _sock: Any
 
     def connect(self, *args: Any, **kwargs: Any) -> Any:
-        with _not_sent():
-            return super().connect(*args, **kwargs)  # type: ignore[misc]
+        until = getattr(_bound, "until", None)
+        usual = self.socket_connect_timeout
+        if until is not None and self._sock is None:  # connecting counts against the deadline too
+            left = max(until - time.monotonic(), 0.001)
+            self.socket_connect_timeout = left if usual is None else min(usual, left)
+        try:
+            with _not_sent():
+                return super().connect(*args, **kwargs)  # type: ignore[misc]
+        finally:
+            self.socket_connect_timeout = usual
 
     def connect_check_health(self, *args: Any, **kwargs: Any) -> Any:
         with _not_sent():
