@@ -140,7 +140,7 @@ class Client:
         deadline = self._deadline_for(admitted.seconds)
         req = self._request(spec, args_, kwargs_, deadline, reply_to=None, idempotency_key=None)
         frame = self._pack(req)
-        if self._enqueue([(admitted.route, frame)], deadline, name, [req.idempotent], retry=not once):
+        if self._enqueue([(admitted.route, frame)], deadline, name, [req], retry=not once):
             raise ServiceUnavailable("redis failed while the notification was being queued; it may have been queued", procedure=name)
 
     def stream(self, name: str, /, *args: Any, timeout: float | None = None, **kwargs: Any) -> CallStream:
@@ -171,7 +171,7 @@ class Client:
         listener.track_stream(req, sink)
         try:
             self._check_providers(spec.service, deadline)
-            self._enqueue([(admitted.route, frame)], deadline, name, [False])  # if it may be queued, its items may come
+            self._enqueue([(admitted.route, frame)], deadline, name, [req])  # if it may be queued, its items may come
         except RpcError:
             listener.untrack_stream(req.id)
             raise
@@ -319,7 +319,7 @@ class Client:
                 [(s, f) for s, f, _, _ in outgoing],
                 max(req.deadline for _, _, req, _ in outgoing),
                 outgoing[0][2].procedure,
-                [req.idempotent or bool(req.idempotency_key) for _, _, req, _ in outgoing],
+                [req for _, _, req, _ in outgoing],
             )
             for _, _, _, fut in outgoing:
                 fut.rpc_sent = True  # type: ignore[attr-defined]
@@ -340,35 +340,47 @@ class Client:
         except (TypeError, ValueError) as exc:  # orjson: unsupported type, int over 64 bits
             raise InvalidParams(f"arguments cannot be encoded: {exc}", procedure=req.procedure) from None
 
-    def _enqueue(self, items: list[tuple[str, bytes]], deadline_ms: int, name: str, resendable: Sequence[bool] | None = None, retry: bool = True) -> set[int]:
+    def _enqueue(self, items: list[tuple[str, bytes]], deadline_ms: int, name: str, reqs: Sequence[Request] | None = None, retry: bool = True) -> set[int]:
         """XADD, retrying with capped backoff while Redis is unreachable, each
         attempt's waits bounded by the deadline. After a failure that may have
-        reached Redis only ``resendable`` (idempotent) items are sent again: the
-        others may be queued already and wait for their reply, as a second copy
-        could run them twice. Returns the indexes of the items left that way;
-        a ServiceUnavailable raised later carries them too (``uncertain``)."""
-        flags = list(resendable) if resendable is not None else [True] * len(items)
+        reached Redis only idempotent requests (or with an idempotency key)
+        among ``reqs`` are sent again: the others may be queued already and
+        wait for their reply, as a second copy could run them twice. Returns
+        the indexes of the items left that way; a ServiceUnavailable raised
+        later carries them too (``uncertain``)."""
+        try:
+            with deadline((deadline_ms - now_ms()) / 1000):
+                self.transport.enqueue(items, self.settings.max_queue_length)
+            return set()
+        except TransportError as exc:
+            return self._enqueue_again(items, deadline_ms, name, reqs, retry, exc)
+
+    def _enqueue_again(
+        self, items: list[tuple[str, bytes]], deadline_ms: int, name: str, reqs: Sequence[Request] | None, retry: bool, exc: TransportError
+    ) -> set[int]:
+        flags = [r.idempotent or bool(r.idempotency_key) for r in reqs] if reqs is not None else [True] * len(items)
         todo = list(range(len(items)))
         uncertain: set[int] = set()
         delay = 0.05
         while True:
+            if exc.maybe_sent:
+                uncertain.update(i for i in todo if not flags[i])
+                todo = [i for i in todo if flags[i]]
+                if not todo:
+                    return uncertain
+            left = (deadline_ms - now_ms()) / 1000
+            if left <= 0 or not retry:
+                error = ServiceUnavailable(f"redis unreachable: {exc.message}", procedure=name)
+                error.uncertain = uncertain  # type: ignore[attr-defined]
+                raise error from exc
+            time.sleep(min(delay, left))
+            delay = min(delay * 2, 1.0)
             try:
                 with deadline((deadline_ms - now_ms()) / 1000):
                     self.transport.enqueue([items[i] for i in todo], self.settings.max_queue_length)
                 return uncertain
-            except TransportError as exc:
-                if exc.maybe_sent:
-                    uncertain.update(i for i in todo if not flags[i])
-                    todo = [i for i in todo if flags[i]]
-                    if not todo:
-                        return uncertain
-                left = (deadline_ms - now_ms()) / 1000
-                if left <= 0 or not retry:
-                    error = ServiceUnavailable(f"redis unreachable: {exc.message}", procedure=name)
-                    error.uncertain = uncertain  # type: ignore[attr-defined]
-                    raise error from exc
-                time.sleep(min(delay, left))
-                delay = min(delay * 2, 1.0)
+            except TransportError as again:
+                exc = again
 
     def _check_providers(self, service: str, deadline_ms: int) -> None:
         """ServiceUnavailable at once if the service's providers are all dead.

@@ -6,7 +6,8 @@ import threading
 from typing import Any
 
 from django.conf import settings
-from django.db import close_old_connections, reset_queries
+from django.db import connections
+from django.db.backends.signals import connection_created
 
 from . import conf
 from .catalog import CatalogCache
@@ -27,8 +28,10 @@ def build_signer() -> Signer:
     return Signer(tuple(derive_key(s) for s in secrets), CODECS[c.CODEC])
 
 
-def build_transport() -> Transport:
-    return Transport(connect(conf.redis_url()), conf.get().NAMESPACE)
+def build_transport(calls: bool = True) -> Transport:
+    """A transport on the configured Redis; ``calls``: it sends calls, so its
+    connections honour a call's deadline (workers' transports need not)."""
+    return Transport(connect(conf.redis_url(), bounded=calls), conf.get().NAMESPACE)
 
 
 def client_settings() -> ClientSettings:
@@ -73,20 +76,35 @@ def worker_settings(**overrides: Any) -> WorkerSettings:
     return WorkerSettings(**values)
 
 
+_threads = threading.local()
+
+
+def _database_used(**kwargs: Any) -> None:
+    _threads.database = True
+
+
+connection_created.connect(_database_used, dispatch_uid="rpcapp-database-used")
+
+
 class DatabaseConnections:
     """A worker hook doing around each call what Django does around each
     request: the query log (kept while DEBUG is on) is emptied, and database
-    connections past ``CONN_MAX_AGE`` or broken are closed."""
+    connections past ``CONN_MAX_AGE`` or broken are closed. Free for the
+    threads that never opened a database connection."""
 
     def before_call(self, req: Any) -> None:
-        reset_queries()
-        close_old_connections()
+        if getattr(_threads, "database", False):  # reset_queries() and close_old_connections()
+            for connection in connections.all(initialized_only=True):
+                connection.queries_log.clear()
+                connection.close_if_unusable_or_obsolete()
 
     def after_call(self, req: Any, reply: Any) -> None:
-        close_old_connections()
+        if getattr(_threads, "database", False):
+            for connection in connections.all(initialized_only=True):
+                connection.close_if_unusable_or_obsolete()
 
     def on_error(self, req: Any, exc: BaseException) -> None:
-        close_old_connections()
+        self.after_call(req, None)
 
 
 def _lock_factory(name: str, ttl: float) -> RedLock:
@@ -94,7 +112,7 @@ def _lock_factory(name: str, ttl: float) -> RedLock:
 
 
 def build_worker(services: list[str] | None = None, registry: Registry | None = None, name: str | None = None, **overrides: Any) -> Worker:
-    transport = build_transport()
+    transport = build_transport(calls=False)
     c = conf.get()
     return Worker(
         transport,

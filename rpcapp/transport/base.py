@@ -6,12 +6,11 @@ rest of rpcapp never sees a ``redis.exceptions`` class.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
@@ -31,18 +30,22 @@ SOCKET_TIMEOUT = 5.0
 _bound = threading.local()
 
 
-@contextlib.contextmanager
-def deadline(seconds: float) -> Iterator[None]:
+class deadline:  # noqa: N801  (used as a function: ``with deadline(seconds):``)
     """Bound every Redis wait of this thread by ``seconds`` from now (plus a
     moment), below the connection's own socket timeout: a call's deadline
     holds even when Redis stops answering."""
-    previous = getattr(_bound, "until", None)
-    until = time.monotonic() + max(seconds, 0.0) + DEADLINE_SLACK
-    _bound.until = until if previous is None else min(previous, until)
-    try:
-        yield
-    finally:
-        _bound.until = previous
+
+    __slots__ = ("_until", "_previous")
+
+    def __init__(self, seconds: float) -> None:
+        self._until = time.monotonic() + max(seconds, 0.0) + DEADLINE_SLACK
+
+    def __enter__(self) -> None:
+        self._previous = previous = getattr(_bound, "until", None)
+        _bound.until = self._until if previous is None else min(previous, self._until)
+
+    def __exit__(self, *exc: Any) -> None:
+        _bound.until = self._previous
 
 
 DEADLINE_SLACK = 0.1
@@ -54,48 +57,57 @@ class NotSent(redis.exceptions.ConnectionError):
     """Redis could not be reached at all: the command was not sent."""
 
 
-@contextlib.contextmanager
-def _not_sent() -> Iterator[None]:
-    """Connecting failed (Sentinel found no master, refused, timed out):
+def _not_sent(exc: Exception) -> Exception:
+    """A failure to connect (refused, timed out, Sentinel without a master):
     nothing was sent on this connection."""
-    try:
-        yield
-    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
-        if isinstance(exc, NotSent):
-            raise
-        raise NotSent(str(exc)) from exc
+    if isinstance(exc, NotSent):
+        return exc
+    error = NotSent(str(exc))
+    error.__cause__ = exc
+    return error
 
 
 class _Bounded:
     """Mixin of rpcapp's redis-py connections: a failure to connect raises
-    :class:`NotSent`, and a thread's :func:`deadline` bounds socket waits."""
+    :class:`NotSent`, and a thread's :func:`deadline` bounds socket waits
+    (connecting included). Kept cheap: it runs for every command."""
 
     socket_timeout: float | None
     socket_connect_timeout: float | None
     _sock: Any
+    _rpc_bounded = False
 
     def connect(self, *args: Any, **kwargs: Any) -> Any:
+        if self._sock is not None:  # the pool's check on every checkout
+            return None
         until = getattr(_bound, "until", None)
         usual = self.socket_connect_timeout
-        if until is not None and self._sock is None:  # connecting counts against the deadline too
+        if until is not None:  # connecting counts against the deadline too
             left = max(until - time.monotonic(), 0.001)
             self.socket_connect_timeout = left if usual is None else min(usual, left)
         try:
-            with _not_sent():
-                return super().connect(*args, **kwargs)  # type: ignore[misc]
+            return super().connect(*args, **kwargs)  # type: ignore[misc]
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+            raise _not_sent(exc) from exc
         finally:
             self.socket_connect_timeout = usual
 
     def connect_check_health(self, *args: Any, **kwargs: Any) -> Any:
-        with _not_sent():
+        if self._sock is not None:
+            return None
+        try:
             return super().connect_check_health(*args, **kwargs)  # type: ignore[misc]
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+            raise _not_sent(exc) from exc
 
     def send_packed_command(self, *args: Any, **kwargs: Any) -> Any:
-        self._bound_waits()
+        if self._rpc_bounded or getattr(_bound, "until", None) is not None:
+            self._bound_waits()
         return super().send_packed_command(*args, **kwargs)  # type: ignore[misc]
 
     def read_response(self, *args: Any, **kwargs: Any) -> Any:
-        self._bound_waits()
+        if self._rpc_bounded or getattr(_bound, "until", None) is not None:
+            self._bound_waits()
         return super().read_response(*args, **kwargs)  # type: ignore[misc]
 
     def _bound_waits(self) -> None:
@@ -103,20 +115,24 @@ class _Bounded:
         if sock is None:
             return
         until = getattr(_bound, "until", None)
-        if until is None:
-            if self.__dict__.get("_rpc_bounded"):
+        if until is None:  # back to the connection's own timeout
+            sock.settimeout(self.socket_timeout)
+            self._rpc_bounded = False
+            return
+        left = max(until - time.monotonic(), 0.001)
+        if self.socket_timeout is not None and left >= self.socket_timeout:
+            if self._rpc_bounded:  # a far deadline: the usual timeout is the tighter bound
                 sock.settimeout(self.socket_timeout)
                 self._rpc_bounded = False
             return
-        left = max(until - time.monotonic(), 0.001)
-        sock.settimeout(left if self.socket_timeout is None else min(self.socket_timeout, left))
+        sock.settimeout(left)
         self._rpc_bounded = True
 
 
 _bounded_classes: dict[type, type] = {}
 
 
-def bounded(connection_class: type) -> type:
+def bounded_class(connection_class: type) -> type:
     """``connection_class`` with the :class:`_Bounded` behaviour."""
     if connection_class not in _bounded_classes:
         _bounded_classes[connection_class] = type(f"Bounded{connection_class.__name__}", (_Bounded, connection_class), {})
@@ -127,7 +143,7 @@ class _BoundedPool(redis.ConnectionPool):
     """A connection pool of :func:`bounded` connections (Redis Cluster's nodes)."""
 
     def __init__(self, connection_class: type = redis.Connection, **kwargs: Any) -> None:
-        super().__init__(connection_class=bounded(connection_class), **kwargs)
+        super().__init__(connection_class=bounded_class(connection_class), **kwargs)
 
 
 def _guard(fn: Callable[..., T]) -> Callable[..., T]:
@@ -161,9 +177,11 @@ class MissingGroup(TransportError):
     """Raised when a service's consumer group is gone (e.g. Redis restarted empty)."""
 
 
-def connect(url: str, **options: Any) -> Any:
+def connect(url: str, bounded: bool = True, **options: Any) -> Any:
     """A redis-py client for ``redis://``, ``rediss://``, ``unix://``,
-    ``redis+sentinel://`` or ``redis+cluster://`` URLs."""
+    ``redis+sentinel://`` or ``redis+cluster://`` URLs. ``bounded``: its
+    connections honour :func:`deadline` and raise :class:`NotSent` when they
+    cannot connect (what sending calls needs; a worker's reads need neither)."""
     opts: dict[str, Any] = {
         "socket_timeout": SOCKET_TIMEOUT,
         "socket_connect_timeout": 1.0,
@@ -183,7 +201,8 @@ def connect(url: str, **options: Any) -> Any:
         # with ``connection_pool_class`` (and TLS from the scheme).
         userinfo = parts.netloc.rsplit("@", 1)[0] + "@" if "@" in parts.netloc else ""
         first = f"{scheme.split('+', 1)[0]}://{userinfo}{hosts[0]}"
-        return RedisCluster(url=first, startup_nodes=nodes, connection_pool_class=_BoundedPool, **opts)
+        pool = _BoundedPool if bounded else redis.ConnectionPool
+        return RedisCluster(url=first, startup_nodes=nodes, connection_pool_class=pool, **opts)
     if scheme in ("redis+sentinel", "rediss+sentinel"):
         from redis.sentinel import Sentinel, SentinelManagedConnection, SentinelManagedSSLConnection
 
@@ -193,7 +212,8 @@ def connect(url: str, **options: Any) -> Any:
         hosts = [(h.rsplit(":", 1)[0], int(h.rsplit(":", 1)[1])) for h in _hosts(parts)]
         sentinel = Sentinel(hosts, socket_timeout=1.0)
         managed = SentinelManagedSSLConnection if scheme.startswith("rediss") else SentinelManagedConnection
-        opts.setdefault("connection_class", bounded(managed))
+        if bounded:
+            opts.setdefault("connection_class", bounded_class(managed))
         return sentinel.master_for(
             path[0],
             db=int(path[1]) if len(path) > 1 else 0,
@@ -202,7 +222,8 @@ def connect(url: str, **options: Any) -> Any:
             **opts,
         )
     plain = {"unix": redis.UnixDomainSocketConnection, "rediss": redis.SSLConnection}.get(scheme, redis.Connection)
-    opts.setdefault("connection_class", bounded(plain))
+    if bounded:
+        opts.setdefault("connection_class", bounded_class(plain))
     return redis.Redis.from_url(url, **opts)
 
 

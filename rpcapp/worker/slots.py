@@ -79,12 +79,12 @@ class CallThreads:
                 return self._queue.popleft(), 0, 0
             if self._stopping.is_set() or not self._reader_wanted():
                 return None, 0, 0
-            order = [g % self.groups for g in range(self._next_group, self._next_group + self.groups)]
-            idle = [g for g in order if g not in self._reading]
-            group = next((g for g in idle if g in self._hot), idle[0])
             if self.groups == 1:
-                count = self.size - self._busy
+                group, count = 0, self.size - self._busy
             else:
+                order = [g % self.groups for g in range(self._next_group, self._next_group + self.groups)]
+                idle = [g for g in order if g not in self._reading]
+                group = next((g for g in idle if g in self._hot), idle[0])
                 self._next_group = group + 1
                 count = 1  # more, without blocking, once this read finds work
             self._reading.add(group)
@@ -132,10 +132,11 @@ class CallThreads:
                 self._reading.discard(group)
                 self._reserved -= reserved
                 self._busy += len(entries)
-                if entries:
-                    self._hot.add(group)
-                else:
-                    self._hot.discard(group)
+                if self.groups > 1:
+                    if entries:
+                        self._hot.add(group)
+                    else:
+                        self._hot.discard(group)
                 self._queue.extend(entries[1:])
                 self._cond.notify(len(entries) or 1)
                 if not self._busy:
