@@ -20,6 +20,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from . import embedded, runtime
 from .registry import Registry
@@ -67,6 +69,7 @@ class RedisServer:
 
     def start(self, timeout: float = 10.0) -> RedisServer:
         args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        args += ["--repl-diskless-sync-delay", "0"]  # a replica syncs at once
         args += ["--dir", self.dir, "--logfile", os.path.join(self.dir, "redis.log"), *self.extra]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         end = time.monotonic() + timeout
@@ -80,7 +83,7 @@ class RedisServer:
 
     def ping(self) -> bool:
         """True when the server answers (a refusal for want of a password is an answer)."""
-        client = redis.Redis(port=self.port, socket_timeout=0.5, socket_connect_timeout=0.5)
+        client = redis.Redis(port=self.port, socket_timeout=0.5, socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 0))
         try:
             return bool(client.ping())
         except (redis.exceptions.AuthenticationError, redis.exceptions.ResponseError):
@@ -221,7 +224,7 @@ class RedisClusterServers:
 
     @staticmethod
     def _client(node: RedisServer) -> redis.Redis:
-        return redis.Redis(port=node.port, socket_timeout=2, decode_responses=True)
+        return redis.Redis(port=node.port, socket_timeout=2, decode_responses=True, retry=Retry(NoBackoff(), 0))
 
     @contextlib.contextmanager
     def _connected(self, node: RedisServer) -> Iterator[redis.Redis]:

@@ -27,7 +27,7 @@ from tests.conftest import FAST, Processes
 SERVICES = ["tests", "calculator", "math", "audit", "mailer"]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # once, however pytest-django orders the tests
 def cluster() -> Iterator[RedisClusterServers]:
     with RedisClusterServers(masters=3, replicas=1) as servers:
         yield servers
