@@ -8,8 +8,10 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +20,16 @@ import pytest
 import redis
 
 from rpcapp import runtime
+from rpcapp.errors import RpcError
+from rpcapp.protocol import now_ms
 from rpcapp.testing import RedisServer, running_worker, wait_for
+from rpcapp.transport import TransportError
 from rpcapp.worker import Worker
 
 ROOT = Path(__file__).resolve().parent.parent
 
 FAST = {"HEARTBEAT_INTERVAL": 0.2, "PROVIDER_TTL": 1.0, "DRAIN_GRACE": 5.0}
+SERVICE = "tests"  # the service of tests/testapp/rpc.py that process tests call
 
 
 @pytest.fixture(scope="session")
@@ -196,3 +202,44 @@ def embedded_processes(embedded_conf: dict[str, Any], tmp_path: Path) -> Iterato
     p = Processes(embedded_conf, tmp_path)
     yield p
     p.stop_all()
+
+
+@pytest.fixture
+def own_client(own_conf: dict[str, Any]) -> Any:
+    """The process's client, pointing at this test's own redis-server."""
+    runtime.reset()
+    return runtime.get_client()
+
+
+# -- helpers of the tests with worker processes -----------------------------------
+
+
+def uid(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def live(client: Any, service: str = SERVICE) -> set[str]:
+    """The providers of ``service`` whose heartbeat is within PROVIDER_TTL."""
+    return set(client.transport.live_consumers(service, now_ms() - int(FAST["PROVIDER_TTL"] * 1000)))
+
+
+def pending_of(client: Any, consumer: str, service: str = SERVICE) -> int:
+    """How many requests ``consumer`` has taken and not answered."""
+    try:
+        return dict(client.transport.group_consumers(service)).get(consumer, 0)
+    except TransportError:
+        return 0
+
+
+def timed(fut: Future[Any]) -> Future[Any]:
+    """Record when the future completes (``fut.done_at``, monotonic)."""
+    fut.add_done_callback(lambda f: setattr(f, "done_at", time.monotonic()))
+    return fut
+
+
+def outcome(fut: Future[Any], timeout: float) -> Any:
+    """The result, or the ``RpcError``, of a future."""
+    try:
+        return fut.result(timeout=timeout)
+    except RpcError as exc:
+        return exc

@@ -12,8 +12,7 @@ import os
 import re
 import signal
 import time
-import uuid
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -25,33 +24,25 @@ from rpcapp import keys
 from rpcapp.errors import RpcError, RpcTimeout, ServiceUnavailable, WorkerLost
 from rpcapp.protocol import Request, Signer, derive_key, now_ms
 from rpcapp.testing import wait_for
-from rpcapp.transport import TransportError
+from tests.conftest import FAST, SERVICE, Processes, live, outcome, pending_of, timed, uid
 
 pytestmark = pytest.mark.processes
 
-SERVICE = "tests"
-TTL = 1.0  # PROVIDER_TTL of the test settings
-HEARTBEAT = 0.2  # HEARTBEAT_INTERVAL of the test settings
+HEARTBEAT = FAST["HEARTBEAT_INTERVAL"]
+TTL = FAST["PROVIDER_TTL"]
 MAX_DELIVERIES = 3
 
 
 # -- helpers ------------------------------------------------------------------
 
 
-def uid(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
-def pending_of(client: Any, consumer: str, service: str = SERVICE) -> int:
-    """How many requests ``consumer`` has taken and not answered."""
-    try:
-        return dict(client.transport.group_consumers(service)).get(consumer, 0)
-    except TransportError:
-        return 0
 
 
-def live(client: Any, service: str = SERVICE) -> set[str]:
-    return set(client.transport.live_consumers(service, now_ms() - int(TTL * 1000)))
+
+
+
 
 
 def provider_state(client: Any, name: str, service: str = SERVICE) -> str | None:
@@ -59,22 +50,13 @@ def provider_state(client: Any, name: str, service: str = SERVICE) -> str | None
     return orjson.loads(raw)["state"] if raw else None
 
 
-def timed(fut: Future[Any]) -> Future[Any]:
-    """Record when the future completes (``fut.done_at``, monotonic)."""
-    fut.add_done_callback(lambda f: setattr(f, "done_at", time.monotonic()))
-    return fut
 
 
-def outcome(fut: Future[Any], timeout: float) -> Any:
-    """The result, or the exception instance, of a future."""
-    try:
-        return fut.result(timeout=timeout)
-    except RpcError as exc:
-        return exc
 
 
-def log_text(proc: Any) -> str:
-    return Path(proc.log_path).read_text(errors="replace")
+
+
+
 
 
 def problem_lines(text: str) -> list[str]:
@@ -218,8 +200,8 @@ def test_sigterm_drains_in_flight_calls_then_exits_0_and_deregisters(client, pro
     assert [outcome(f, 20) for f in in_flight] == [2.0, 2.0]
     assert w.wait(timeout=5 + 5) == 0  # DRAIN_GRACE is 5 s
     assert time.monotonic() - termed_at < 5
-    assert f"worker {w_name} stopped" in log_text(w)
-    assert not problem_lines(log_text(w)), problem_lines(log_text(w))
+    assert f"worker {w_name} stopped" in Processes.log(w)
+    assert not problem_lines(Processes.log(w)), problem_lines(Processes.log(w))
 
     # Deregistered at once: no live provider, no provider row, and a new call
     # is refused quickly instead of waiting for its deadline.
@@ -259,13 +241,7 @@ def test_sigterm_draining_worker_takes_no_new_work(client, processes, tmp_path):
 # -- 3. Redis going away --------------------------------------------------------
 
 
-@pytest.fixture
-def own_client(own_conf: dict[str, Any]) -> Any:
-    """The process's client, pointing at this test's own redis-server."""
-    from rpcapp import runtime
 
-    runtime.reset()
-    return runtime.get_client()
 
 
 def try_call(client: Any, *args: Any, timeout: float = 1.0) -> Any:
@@ -289,7 +265,7 @@ def test_redis_restart_empty_workers_and_clients_recover(own_client, own_redis, 
     w_name, w = start_named(own_processes, client)
     assert client.call("tests.pid") == w.pid
 
-    before = len(problem_lines(log_text(w)))
+    before = len(problem_lines(Processes.log(w)))
     own_redis.restart()  # every key is lost, consumer groups included
     restarted_at = time.monotonic()
 
@@ -301,11 +277,11 @@ def test_redis_restart_empty_workers_and_clients_recover(own_client, own_redis, 
 
     # No endless error loop: a bounded burst of warnings around the outage,
     # then silence.
-    burst = problem_lines(log_text(w))[before:]
+    burst = problem_lines(Processes.log(w))[before:]
     assert len(burst) <= 30, burst
-    quiet_from = len(problem_lines(log_text(w)))
+    quiet_from = len(problem_lines(Processes.log(w)))
     time.sleep(10 * HEARTBEAT)
-    assert problem_lines(log_text(w))[quiet_from:] == []
+    assert problem_lines(Processes.log(w))[quiet_from:] == []
     assert [client.call("calculator.add", i, i, timeout=5) for i in range(20)] == [2 * i for i in range(20)]
     assert w.poll() is None
 
@@ -396,7 +372,7 @@ def test_redis_down_call_async_does_not_block(own_client, own_redis, own_process
 
 def crash_exits(proc: Any) -> int:
     """How many times the supervisor saw a child die of tests.crash (exit 13)."""
-    return len(re.findall(r"worker process \S+ exited with 13", log_text(proc)))
+    return len(re.findall(r"worker process \S+ exited with 13", Processes.log(proc)))
 
 
 def test_pool_poison_idempotent_call_is_dead_lettered_after_max_deliveries(client, pools, wait_live):
@@ -482,8 +458,8 @@ def test_pool_max_calls_per_child_recycles_children_and_no_call_fails(client, po
     assert len(set(pids)) == 3, pids  # a new child every n calls
     assert runs == [n] * 3, pids
     assert pool.poll() is None
-    assert "exited with" not in log_text(pool)  # recycled children exit 0: not crashes
-    wait_for(lambda: len(re.findall(rf"served {n} calls; recycling", log_text(pool))) == 3, 10, message="3 recycles")
+    assert "exited with" not in Processes.log(pool)  # recycled children exit 0: not crashes
+    wait_for(lambda: len(re.findall(rf"served {n} calls; recycling", Processes.log(pool))) == 3, 10, message="3 recycles")
 
 
 def test_pool_keeps_serving_while_a_child_is_recycled(client, pools, wait_live):
@@ -586,7 +562,7 @@ def test_garbage_and_tampered_messages_are_rejected_counted_and_dead_lettered(cl
         assert client.call("calculator.add", 20, 22, timeout=10) == 42
         assert client.call("tests.touch", str(tmp_path / "normal.txt"), timeout=10) == server_pid
         assert client.transport.stats(SERVICE)["rejected"] == len(entry_ids)
-        assert "exited with" not in log_text(proc)
+        assert "exited with" not in Processes.log(proc)
     finally:
         if pool == "processes":
             stop_pool(proc)

@@ -36,7 +36,6 @@ import os
 import random
 import threading
 import time
-import uuid
 from collections import Counter
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -48,12 +47,10 @@ import pytest
 
 from rpcapp import keys
 from rpcapp.errors import RpcError
-from rpcapp.protocol import now_ms
-from rpcapp.transport import TransportError
+from tests.conftest import FAST, SERVICE, uid
 
-SERVICE = "tests"
-TTL = 1.0  # PROVIDER_TTL of the test settings (tests/conftest.py FAST)
-HEARTBEAT = 0.2  # HEARTBEAT_INTERVAL of the test settings
+HEARTBEAT = FAST["HEARTBEAT_INTERVAL"]
+TTL = FAST["PROVIDER_TTL"]
 SLACK = 1.0  # how late past its deadline a call may complete on a loaded 2-core machine
 
 IDEMPOTENT = {"echo": True, "sleep_idem": True, "sleep": False, "touch": False}
@@ -62,8 +59,7 @@ PROCEDURE = {"echo": "tests.echo", "sleep_idem": "tests.sleep_idem", "sleep": "t
 _seq = itertools.count(1)
 
 
-def uid(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
 
 
 def unique_seconds(base: float) -> float:
@@ -71,15 +67,10 @@ def unique_seconds(base: float) -> float:
     return round(base + next(_seq) * 1e-6, 6)
 
 
-def live(client: Any, service: str = SERVICE) -> set[str]:
-    return set(client.transport.live_consumers(service, now_ms() - int(TTL * 1000)))
 
 
-def pending_of(client: Any, consumer: str, service: str = SERVICE) -> int:
-    try:
-        return dict(client.transport.group_consumers(service)).get(consumer, 0)
-    except TransportError:
-        return 0
+
+
 
 
 def group_consumers(client: Any, service: str = SERVICE) -> dict[str, int]:
@@ -98,8 +89,7 @@ def queue_state(client: Any, service: str = SERVICE) -> tuple[int, int]:
     return int(r.xlen(stream)), int(r.xpending(stream, keys.GROUP)["pending"])
 
 
-def log_text(proc: Any) -> str:
-    return Path(proc.log_path).read_text(errors="replace")
+
 
 
 def history_records(client: Any) -> list[dict[str, Any]]:
@@ -315,27 +305,13 @@ def seed(request: Any) -> int:
     return value
 
 
-@pytest.fixture
-def own_client(own_conf: dict[str, Any]) -> Any:
-    """The test process's client, pointing at this test's own redis-server."""
-    from rpcapp import runtime
-
-    runtime.reset()
-    return runtime.get_client()
 
 
-def timed(fut: Future[Any]) -> Future[Any]:
-    """Record when the future completes (``fut.done_at``, monotonic)."""
-    fut.add_done_callback(lambda f: setattr(f, "done_at", time.monotonic()))
-    return fut
 
 
-def outcome(fut: Future[Any], timeout: float) -> Any:
-    """The result, or the ``RpcError``, of a future."""
-    try:
-        return fut.result(timeout=timeout)
-    except RpcError as exc:
-        return exc
+
+
+
 
 
 class ContractBroken(AssertionError):

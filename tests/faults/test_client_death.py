@@ -33,9 +33,9 @@ import pytest
 
 from rpcapp import keys, runtime
 from rpcapp.testing import wait_for
-from tests.conftest import ROOT, Processes
+from tests.conftest import ROOT, SERVICE, Processes, live, outcome, pending_of, timed, uid
 
-from .conftest import SERVICE, live, log_text, outcome, pending_of, queue_state, timed, uid, unique_seconds
+from .conftest import queue_state, unique_seconds
 
 pytestmark = pytest.mark.processes
 
@@ -127,4 +127,4 @@ def test_caller_killed_with_calls_in_flight(short_reply_conf, procs, tmp_path):
 
     assert w.poll() is None
     assert client.call("tests.pid", timeout=5) == w.pid
-    assert "Traceback" not in log_text(w), log_text(w)
+    assert "Traceback" not in Processes.log(w), Processes.log(w)

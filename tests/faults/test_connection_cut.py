@@ -31,8 +31,9 @@ import redis
 
 from rpcapp.errors import RpcTimeout, ServiceUnavailable, WorkerLost
 from rpcapp.testing import wait_for
+from tests.conftest import SERVICE, live, uid
 
-from .conftest import SERVICE, Load, duplicate_sleep_runs, live, queue_state, summary, uid, verdict
+from .conftest import Load, duplicate_sleep_runs, queue_state, summary, verdict
 
 pytestmark = pytest.mark.processes
 

@@ -29,8 +29,9 @@ import pytest
 
 from rpcapp.errors import RpcTimeout, ServiceUnavailable, WorkerLost
 from rpcapp.testing import wait_for
+from tests.conftest import SERVICE, live, uid
 
-from .conftest import SERVICE, SLACK, Load, expect, live, summary, uid, verdict
+from .conftest import SLACK, Load, expect, summary, verdict
 
 pytestmark = pytest.mark.processes
 

@@ -24,22 +24,9 @@ import pytest
 
 from rpcapp.errors import RpcTimeout
 from rpcapp.testing import wait_for
+from tests.conftest import SERVICE, live, outcome, pending_of, timed, uid
 
-from .conftest import (
-    HEARTBEAT,
-    SERVICE,
-    SLACK,
-    TTL,
-    live,
-    outcome,
-    pending_of,
-    provider_info,
-    queue_state,
-    runs_by_argument,
-    timed,
-    uid,
-    unique_seconds,
-)
+from .conftest import HEARTBEAT, SLACK, TTL, provider_info, queue_state, runs_by_argument, unique_seconds
 
 pytestmark = pytest.mark.processes
 

@@ -25,9 +25,9 @@ import pytest
 from rpcapp import runtime
 from rpcapp.errors import RpcError
 from rpcapp.testing import free_port, wait_for
-from tests.conftest import Processes
+from tests.conftest import SERVICE, Processes, live, uid
 
-from .conftest import SERVICE, SLACK, expect, live, uid
+from .conftest import SLACK, expect
 
 pytestmark = pytest.mark.processes
 

@@ -29,18 +29,9 @@ import pytest
 
 from rpcapp.errors import RpcTimeout, WorkerLost
 from rpcapp.testing import wait_for
+from tests.conftest import SERVICE, live, uid
 
-from .conftest import (
-    SERVICE,
-    Load,
-    duplicate_sleep_runs,
-    group_consumers,
-    live,
-    queue_state,
-    summary,
-    uid,
-    verdict,
-)
+from .conftest import Load, duplicate_sleep_runs, group_consumers, queue_state, summary, verdict
 
 pytestmark = pytest.mark.processes
 

@@ -27,8 +27,9 @@ import pytest
 
 from rpcapp.errors import RpcTimeout, WorkerLost
 from rpcapp.testing import wait_for
+from tests.conftest import SERVICE, live, uid
 
-from .conftest import SERVICE, TTL, Load, duplicate_sleep_runs, live, queue_state, summary, uid, verdict
+from .conftest import TTL, Load, duplicate_sleep_runs, queue_state, summary, verdict
 
 pytestmark = pytest.mark.processes
 
