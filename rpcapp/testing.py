@@ -190,7 +190,7 @@ class RedisClusterServers:
                     wait_for(lambda c=c, m=master_id: m in str(c.execute_command("CLUSTER NODES")), timeout, 0.1, "the replica meeting its master")
                     c.execute_command("CLUSTER REPLICATE", master_id)
             for node in self.replicas:
-                wait_for(lambda n=node: self._info(n, "replication").get("master_link_status") == "up", timeout, 0.1, "replicas in sync")
+                wait_for(lambda n=node: (self._ask(n, lambda c: c.info("replication")) or {}).get("master_link_status") == "up", timeout, 0.1, "replicas in sync")
             wait_for(lambda: all(self._state(n) == "ok" for n in self.nodes), timeout, 0.1, "every node to see the cluster ok")
         finally:
             first.close()
@@ -198,15 +198,12 @@ class RedisClusterServers:
 
     def master_of_slot(self, slot: int) -> RedisServer:
         """The node now serving ``slot`` as master."""
-        with self._connected(self.nodes_alive()[0]) as c:
+        with self._connected(next(n for n in self.nodes if n.proc is not None)) as c:
             for start, end, master, *_ in c.execute_command("CLUSTER SLOTS"):
                 if start <= slot <= end:
                     port = int(master[1])
                     return next(n for n in self.nodes if n.port == port)
         raise LookupError(slot)
-
-    def nodes_alive(self) -> list[RedisServer]:
-        return [n for n in self.nodes if n.proc is not None]
 
     def stop(self) -> None:
         for node in self.nodes:
@@ -234,25 +231,20 @@ class RedisClusterServers:
         finally:
             client.close()
 
-    def _info(self, node: RedisServer, section: str) -> dict[str, Any]:
+    def _ask(self, node: RedisServer, command: Callable[[redis.Redis], Any]) -> Any:
+        """``command(client)`` on ``node``; None if the node does not answer."""
         try:
             with self._connected(node) as c:
-                return dict(c.info(section))
+                return command(c)
         except (redis.exceptions.RedisError, OSError):
-            return {}
+            return None
 
-    def _state(self, node: RedisServer) -> str:
-        return str(self._info(node, "cluster").get("cluster_enabled") and self._cluster_info(node).get("cluster_state"))
-
-    def _cluster_info(self, node: RedisServer) -> dict[str, Any]:
-        try:
-            with self._connected(node) as c:
-                raw = c.execute_command("CLUSTER INFO")
-        except (redis.exceptions.RedisError, OSError):
-            return {}
+    def _state(self, node: RedisServer) -> str | None:
+        """The node's ``cluster_state`` (``ok`` once it sees every slot served)."""
+        raw = self._ask(node, lambda c: c.execute_command("CLUSTER INFO"))
         if isinstance(raw, dict):
-            return raw
-        return dict(line.split(":", 1) for line in str(raw).splitlines() if ":" in line)
+            return raw.get("cluster_state")
+        return dict(line.split(":", 1) for line in str(raw or "").splitlines() if ":" in line).get("cluster_state")
 
     def _node_id(self, node: RedisServer) -> str:
         with self._connected(node) as c:

@@ -57,16 +57,6 @@ class NotSent(redis.exceptions.ConnectionError):
     """Redis could not be reached at all: the command was not sent."""
 
 
-def _not_sent(exc: Exception) -> Exception:
-    """A failure to connect (refused, timed out, Sentinel without a master):
-    nothing was sent on this connection."""
-    if isinstance(exc, NotSent):
-        return exc
-    error = NotSent(str(exc))
-    error.__cause__ = exc
-    return error
-
-
 class _Bounded:
     """Mixin of rpcapp's redis-py connections: a failure to connect raises
     :class:`NotSent`, and a thread's :func:`deadline` bounds socket waits
@@ -77,28 +67,30 @@ class _Bounded:
     _sock: Any
     _rpc_bounded = False
 
+    # redis-py connects through connect() (the pool's check on every checkout;
+    # Sentinel looks up the master there) or straight through
+    # connect_check_health() (a command on a closed connection).
     def connect(self, *args: Any, **kwargs: Any) -> Any:
-        if self._sock is not None:  # the pool's check on every checkout
-            return None
+        return None if self._sock is not None else self._connecting(super().connect, *args, **kwargs)  # type: ignore[misc]
+
+    def connect_check_health(self, *args: Any, **kwargs: Any) -> Any:
+        return None if self._sock is not None else self._connecting(super().connect_check_health, *args, **kwargs)  # type: ignore[misc]
+
+    def _connecting(self, connect: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Connect within the thread's deadline; a failure is :class:`NotSent`."""
         until = getattr(_bound, "until", None)
         usual = self.socket_connect_timeout
-        if until is not None:  # connecting counts against the deadline too
+        if until is not None:
             left = max(until - time.monotonic(), 0.001)
             self.socket_connect_timeout = left if usual is None else min(usual, left)
         try:
-            return super().connect(*args, **kwargs)  # type: ignore[misc]
+            return connect(*args, **kwargs)
+        except NotSent:
+            raise
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
-            raise _not_sent(exc) from exc
+            raise NotSent(str(exc)) from exc
         finally:
             self.socket_connect_timeout = usual
-
-    def connect_check_health(self, *args: Any, **kwargs: Any) -> Any:
-        if self._sock is not None:
-            return None
-        try:
-            return super().connect_check_health(*args, **kwargs)  # type: ignore[misc]
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
-            raise _not_sent(exc) from exc
 
     def send_packed_command(self, *args: Any, **kwargs: Any) -> Any:
         if self._rpc_bounded or getattr(_bound, "until", None) is not None:
@@ -140,7 +132,7 @@ def bounded_class(connection_class: type) -> type:
 
 
 class _BoundedPool(redis.ConnectionPool):
-    """A connection pool of :func:`bounded` connections (Redis Cluster's nodes)."""
+    """A connection pool of :func:`bounded_class` connections (Redis Cluster's nodes)."""
 
     def __init__(self, connection_class: type = redis.Connection, **kwargs: Any) -> None:
         super().__init__(connection_class=bounded_class(connection_class), **kwargs)
@@ -148,7 +140,8 @@ class _BoundedPool(redis.ConnectionPool):
 
 def _guard(fn: Callable[..., T]) -> Callable[..., T]:
     """Re-raise redis-py errors as TransportError (``maybe_sent`` is False
-    when Redis could not be reached at all, so nothing was sent)."""
+    when Redis refused the command or could not be reached at all, so the
+    command did not take effect)."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> T:
@@ -157,7 +150,7 @@ def _guard(fn: Callable[..., T]) -> Callable[..., T]:
         except redis.exceptions.ResponseError as exc:
             if "NOGROUP" in str(exc) or "no such key" in str(exc):
                 raise MissingGroup(str(exc)) from exc
-            raise TransportError(f"redis error: {exc}") from exc
+            raise failed(f"redis error: {exc}", maybe_sent=False) from exc  # an error reply: refused
         except (redis.exceptions.RedisError, redis.exceptions.RedisClusterException) as exc:
             raise failed(f"redis unreachable: {exc}", maybe_sent=not isinstance(exc, NotSent)) from exc
         except OSError as exc:
@@ -239,11 +232,10 @@ def stream_entries(res: Any) -> list[tuple[str, str, dict[bytes, bytes]]]:
     return [(_text(key), _text(eid), fields) for key, entries in rows for eid, fields in entries if fields]
 
 
-def execute_publishing(client: Any, pipe: Any, messages: list[tuple[str, Any]]) -> list[Any]:
+def execute_publishing(client: Any, pipe: Any, messages: list[tuple[str, Any]], clustered: bool) -> list[Any]:
     """Run ``pipe`` and PUBLISH each (channel, message) after its commands: in
     the same round trip, except on a Redis Cluster, whose pipelines refuse
     PUBLISH (there they follow one by one)."""
-    clustered = isinstance(client, RedisCluster)
     if not clustered:
         for channel, message in messages:
             pipe.publish(channel, message)

@@ -37,7 +37,7 @@ class CatalogOps:
         if removed:
             pipe.hdel(keys.catalog(self.ns), *removed)
         channel = keys.catalog_changed(self.ns)
-        execute_publishing(self.redis, pipe, [(channel, name) for name in [*configs, *(removed or [])]])
+        execute_publishing(self.redis, pipe, [(channel, name) for name in [*configs, *(removed or [])]], self.clustered)
 
     @_guard
     def listen_catalog(self) -> Subscription:

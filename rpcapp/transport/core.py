@@ -18,7 +18,7 @@ from .. import keys
 from ..errors import TransportError
 from ..redlock import COMPARE_AND_DELETE
 from . import scripts
-from .base import NotSent, _guard, _text, failed, log, stream_entries
+from .base import _guard, _text, failed, log, stream_entries
 from .catalog import CatalogOps
 from .events import EventOps
 
@@ -61,8 +61,9 @@ class Transport(CatalogOps, EventOps):
             try:
                 for i, entry_id in zip(indexes, self._enqueue_together([items[i] for i in indexes], maxlen), strict=True):
                     ids[i] = entry_id
-            except TransportError as exc:
-                exc.maybe_sent = exc.maybe_sent or sent
+            except (redis.exceptions.RedisError, redis.exceptions.RedisClusterException, TransportError) as exc:
+                if sent:  # the requests of the services before are queued
+                    raise failed(f"redis failed part-way through a batch: {exc}", maybe_sent=True) from exc
                 raise
             sent = True
         return ids
@@ -82,10 +83,10 @@ class Transport(CatalogOps, EventOps):
             for route, frame in items:
                 pipe.xadd(keys.requests(self.ns, route), {"m": frame}, maxlen=maxlen, approximate=True)
             res = pipe.execute(raise_on_error=False)
-        except redis.exceptions.ResponseError as exc:  # refused, unless a script stopped half-way
-            raise failed(f"redis error: {exc}", maybe_sent=len(items) > 1) from exc
-        except (redis.exceptions.RedisError, redis.exceptions.RedisClusterException) as exc:
-            raise failed(f"redis unreachable: {exc}", maybe_sent=not isinstance(exc, NotSent)) from exc
+        except redis.exceptions.ResponseError as exc:
+            if len(items) == 1:
+                raise  # refused (see _guard)
+            raise failed(f"redis error: {exc}", maybe_sent=True) from exc  # the script may have stopped half-way
         errors = [r for r in res if isinstance(r, Exception)]
         if errors:  # each command refused (nothing queued), or only some
             raise failed(f"redis error: {errors[0]}", maybe_sent=len(errors) < len(res))

@@ -35,7 +35,7 @@ class EventOps:
         pipe = self.redis.pipeline(transaction=False)
         for service, frame in items:
             pipe.xadd(keys.requests(self.ns, service), {"m": frame}, maxlen=maxlen, approximate=True)
-        execute_publishing(self.redis, pipe, [] if broadcast is None else [(keys.broadcast(self.ns, topic), broadcast)])
+        execute_publishing(self.redis, pipe, [] if broadcast is None else [(keys.broadcast(self.ns, topic), broadcast)], self.clustered)
 
     @_guard
     def retry_later(self, service: str, entry_id: str, frame: bytes, due_ms: int) -> None:
