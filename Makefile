@@ -5,7 +5,8 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cksum requirements.txt | cut -d' ' -f1)
+STAMP := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml | cksum | cut -d' ' -f1)
+DEV_STAMP := $(VENV)/.installed-dev-$(shell cat requirements.txt requirements-dev.txt pyproject.toml | cksum | cut -d' ' -f1)
 EMBEDDED_REDIS = $(shell $(BIN)/python -c "import rpcapp.embedded as e; print(e.server_binary())")
 HOST ?= 127.0.0.1
 PORT ?= 8000
@@ -15,13 +16,20 @@ PORT ?= 8000
 help:  ## show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-$(STAMP): requirements.txt
+$(VENV)/bin/pip:
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is needed"'
-	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
+
+$(STAMP): requirements.txt pyproject.toml | $(VENV)/bin/pip
 	$(BIN)/pip install -q -r requirements.txt
-	rm -f $(VENV)/.installed-*
+	rm -f $(VENV)/.installed-[0-9]*
 	touch $(STAMP)
+
+$(DEV_STAMP): requirements.txt requirements-dev.txt pyproject.toml | $(VENV)/bin/pip
+	$(BIN)/pip install -q -r requirements-dev.txt
+	rm -f $(VENV)/.installed-*
+	touch $(DEV_STAMP) $(STAMP)
 
 setup: $(STAMP)  ## create the virtualenv, install requirements, migrate
 	$(BIN)/python manage.py migrate --noinput -v 0
@@ -47,24 +55,24 @@ REDIS_TESTS := tests/test_client.py tests/test_worker.py tests/test_processes.py
 	tests/test_review_fixes.py tests/test_locks.py tests/test_events.py tests/test_streams.py \
 	tests/test_balancing.py tests/test_security.py tests/test_sentinel.py tests/test_cluster.py tests/test_smoke.py
 
-test: $(STAMP)  ## run the whole test suite on Redis 6.2 (embedded), and its Redis-dependent part again on Redis 7 (if installed)
+test: $(DEV_STAMP)  ## run the whole test suite on Redis 6.2 (embedded), and its Redis-dependent part again on Redis 7 (if installed)
 	RPCAPP_TEST_REDIS_SERVER=$(EMBEDDED_REDIS) $(BIN)/pytest $(PYTEST_ARGS)
 	@if command -v redis-server >/dev/null; then \
 	  echo "== again on $$(redis-server --version | cut -d' ' -f3)"; \
 	  RPCAPP_TEST_REDIS_SERVER=$$(command -v redis-server) $(BIN)/pytest $(REDIS_TESTS) $(PYTEST_ARGS); \
 	else echo "== no redis-server on PATH: Redis 7 run skipped"; fi
 
-test-fast: $(STAMP)  ## run the tests once, on whatever redis-server is found first
+test-fast: $(DEV_STAMP)  ## run the tests once, on whatever redis-server is found first
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-screenshots: $(STAMP)  ## run the browser tests, saving their screenshots in docs/img
+screenshots: $(DEV_STAMP)  ## run the browser tests, saving their screenshots in docs/img
 	RPCAPP_SCREENSHOTS=$(CURDIR)/docs/img $(BIN)/pytest -m browser $(PYTEST_ARGS)
 
-lint: $(STAMP)  ## ruff and the import-layer contracts
+lint: $(DEV_STAMP)  ## ruff and the import-layer contracts
 	$(BIN)/ruff check rpcapp demo project tests bench
 	$(BIN)/lint-imports
 
-bench: $(STAMP)  ## run the benchmark suite (see docs/benchmarks.md)
+bench: $(DEV_STAMP)  ## run the benchmark suite (see docs/benchmarks.md)
 	$(BIN)/python bench/run.py
 
 clean:  ## stop the embedded Redis and remove local state

@@ -11,7 +11,9 @@ from typing import Any
 from .errors import RpcError
 from .registry import procedure, subscriber
 
-__all__ = ["RpcError", "procedure", "publish", "rpc", "subscriber"]
+__version__ = "0.2.0.dev0"
+
+__all__ = ["RpcError", "__version__", "procedure", "publish", "rpc", "subscriber"]
 
 
 class _DefaultClient:

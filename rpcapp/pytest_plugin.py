@@ -1,0 +1,1 @@
+"""Layer 3: rpcapp's pytest plugin (entry point ``pytest11``)."""
