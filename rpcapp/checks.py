@@ -6,6 +6,7 @@ import os
 from typing import Any
 
 from django.core.checks import Error, Tags, Warning, register
+from django.urls import NoReverseMatch, reverse
 
 from . import conf
 from .protocol import CODECS
@@ -35,3 +36,21 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
     if url and url.split("://", 1)[0] not in ("redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel", "redis+cluster", "rediss+cluster"):
         problems.append(Error(f"the Redis URL has an unsupported scheme: {url.split('://', 1)[0]!r}", id="rpcapp.E005"))
     return problems
+
+
+@register(Tags.urls)
+def check_urls(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    """rpcapp.W010: ``rpcapp.urls`` is not included (under the namespace ``rpcapp``)."""
+    try:
+        reverse("rpcapp:dashboard")
+    except NoReverseMatch:
+        return [
+            Warning(
+                "rpcapp.urls is not included under the namespace 'rpcapp': the dashboard and the JSON-RPC/XML-RPC gateways are not mounted",
+                hint='add path("rpc/", include("rpcapp.urls")) to your ROOT_URLCONF\'s urlpatterns',
+                id="rpcapp.W010",
+            )
+        ]
+    except Exception:  # a broken URLconf: Django's own checks report it
+        return []
+    return []
