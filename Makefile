@@ -11,7 +11,7 @@ EMBEDDED_REDIS = $(shell $(BIN)/python -c "import rpcapp.embedded as e; print(e.
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: help run test test-fast screenshots lint bench clean setup
+.PHONY: help run test test-django42 test-fast screenshots lint bench clean setup
 
 help:  ## show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -55,12 +55,34 @@ REDIS_TESTS := tests/test_client.py tests/test_worker.py tests/test_processes.py
 	tests/test_review_fixes.py tests/test_locks.py tests/test_events.py tests/test_streams.py \
 	tests/test_balancing.py tests/test_security.py tests/test_sentinel.py tests/test_cluster.py tests/test_smoke.py
 
-test: $(DEV_STAMP)  ## run the whole test suite on Redis 6.2 (embedded), and its Redis-dependent part again on Redis 7 (if installed)
-	RPCAPP_TEST_REDIS_SERVER=$(EMBEDDED_REDIS) $(BIN)/pytest $(PYTEST_ARGS)
-	@if command -v redis-server >/dev/null; then \
+test: $(DEV_STAMP)  ## run the whole test suite on Redis 6.2 (embedded), and its Redis-dependent part again on Redis 7
+	@scripts/test-system-deps
+	@status=0; \
+	RPCAPP_TEST_REDIS_SERVER=$(EMBEDDED_REDIS) $(BIN)/pytest $(PYTEST_ARGS) || status=1; \
+	if command -v redis-server >/dev/null; then \
 	  echo "== again on $$(redis-server --version | cut -d' ' -f3)"; \
-	  RPCAPP_TEST_REDIS_SERVER=$$(command -v redis-server) $(BIN)/pytest $(REDIS_TESTS) $(PYTEST_ARGS); \
-	else echo "== no redis-server on PATH: Redis 7 run skipped"; fi
+	  RPCAPP_TEST_REDIS_SERVER=$$(command -v redis-server) $(BIN)/pytest $(REDIS_TESTS) $(PYTEST_ARGS) || status=1; \
+	else echo "== no redis-server on PATH: Redis 7 run skipped"; fi; \
+	$(MAKE) --no-print-directory test-django42 || status=1; \
+	if ! { command -v chromium >/dev/null || command -v chromium-browser >/dev/null; } || ! command -v chromedriver >/dev/null; then \
+	  echo "== browser tests skipped: chromium and chromium-driver are not installed (as root: apt-get install chromium chromium-driver)"; fi; \
+	exit $$status
+
+# Django 4.2 LTS: the install test and the core client/worker tests, in a
+# virtualenv of their own.
+DJ42 := .venv-django42
+DJ42_STAMP := $(DJ42)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+$(DJ42_STAMP): pyproject.toml
+	test -x $(DJ42)/bin/pip || $(PYTHON) -m venv $(DJ42)
+	$(DJ42)/bin/pip install -q --upgrade pip
+	$(DJ42)/bin/pip install -q -e ".[all]" "Django>=4.2,<5" dj-database-url django-redis \
+	  "pytest>=8,<10" "pytest-django>=4.8,<5" "pytest-timeout>=2.3,<3" "psutil>=5.9,<8" "build>=1.2,<2"
+	rm -f $(DJ42)/.installed-*
+	touch $(DJ42_STAMP)
+
+test-django42: $(DJ42_STAMP) $(DEV_STAMP)  ## the install test and the core client and worker tests on Django 4.2 LTS
+	@echo "== on Django $$($(DJ42)/bin/python -c 'import django; print(django.get_version())')"
+	RPCAPP_TEST_REDIS_SERVER=$(EMBEDDED_REDIS) $(DJ42)/bin/pytest tests/test_install.py tests/test_client.py tests/test_worker.py $(PYTEST_ARGS)
 
 test-fast: $(DEV_STAMP)  ## run the tests once, on whatever redis-server is found first
 	$(BIN)/pytest $(PYTEST_ARGS)
@@ -77,4 +99,4 @@ bench: $(DEV_STAMP)  ## run the benchmark suite (see docs/benchmarks.md)
 
 clean:  ## stop the embedded Redis and remove local state
 	-$(BIN)/python manage.py rpcredis stop
-	rm -rf var db.sqlite3
+	rm -rf var db.sqlite3 build dist *.egg-info

@@ -29,7 +29,10 @@ def chromium() -> Iterator[Any]:
 
     browser, driver = _binary("chromium", "chromium-browser"), _binary("chromedriver")
     if browser is None or driver is None:
-        pytest.fail("the browser tests need Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)")
+        why = "the browser tests need Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(why)  # CI must run them
+        pytest.skip(why)
     options = webdriver.ChromeOptions()
     options.binary_location = browser
     for arg in ARGS:
