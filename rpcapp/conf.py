@@ -47,6 +47,10 @@ DEFAULTS: dict[str, Any] = {
     "HISTORY_RETENTION_DAYS": 7,
     "ROLLUP_RETENTION_DAYS": 90,
     "REDACT_KEYS": ["password", "passwd", "secret", "token", "api_key", "apikey", "authorization", "card_number", "cvv"],
+    "WORKER_MAINTENANCE": True,  # runrpcworker processes take turns at the maintenance (rpcapp.maintenance)
+    "MAINTENANCE_PERIODS": {},  # job name -> seconds, over rpcapp.maintenance.PERIODS
+    "CACHE_ALIAS": "default",  # the Django cache rpcapp uses (the dashboard's aggregates)
+    "DASHBOARD_CACHE_TTL": 5.0,  # seconds the dashboard's aggregates are cached; 0: not cached
 }
 
 
@@ -82,6 +86,10 @@ class Conf:
     HISTORY_RETENTION_DAYS: float
     ROLLUP_RETENTION_DAYS: float
     REDACT_KEYS: list[str]
+    WORKER_MAINTENANCE: bool
+    MAINTENANCE_PERIODS: dict[str, float]
+    CACHE_ALIAS: str
+    DASHBOARD_CACHE_TTL: float
 
     @property
     def embedded_dir(self) -> Path:
