@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 from django.conf import settings
@@ -20,6 +22,7 @@ from .worker import Worker, WorkerSettings
 
 _lock = threading.Lock()
 _client: Client | None = None
+_installed: list[Any] = []  # clients put over the built one (local mode), innermost last
 
 
 def build_signer() -> Signer:
@@ -126,8 +129,11 @@ def build_worker(services: list[str] | None = None, registry: Registry | None = 
 
 
 def get_client() -> Client:
-    """The process's client (built on first use)."""
+    """The process's client: one installed by :func:`installed` (local mode),
+    else the one built from settings on first use."""
     global _client
+    if _installed:
+        return _installed[-1]  # type: ignore[no-any-return]
     if _client is None:
         with _lock:
             if _client is None:
@@ -135,8 +141,22 @@ def get_client() -> Client:
     return _client
 
 
+@contextlib.contextmanager
+def installed(client: Any) -> Iterator[Any]:
+    """Make ``client`` the process's client (``rpcapp.rpc``) until the block
+    exits, even on error; blocks nest. Process-wide: every thread sees it."""
+    with _lock:
+        _installed.append(client)
+    try:
+        yield client
+    finally:
+        with _lock:
+            _installed.remove(client)
+
+
 def reset() -> None:
-    """Forget the process's client (after a settings change)."""
+    """Forget the client built from settings (after a settings change); an
+    installed one stays."""
     global _client
     with _lock:
         if _client is not None:
