@@ -130,7 +130,7 @@ class Balancer:
             try:
                 raw = self.transport.providers_info(service)
             except TransportError as exc:
-                raise ServiceUnavailable(f"redis unreachable: {exc.message}") from exc
+                raise ServiceUnavailable(exc.message) from exc
             records = []
             for value in raw.values():
                 try:

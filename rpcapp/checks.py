@@ -1,23 +1,58 @@
-"""Layer 3: system checks for the RPCAPP setting."""
+"""Layer 3: system checks: the RPCAPP setting and the URLconf (ids in docs/configuration.md)."""
 
 from __future__ import annotations
 
+import difflib
 import os
 from typing import Any
 
+from django.conf import settings
 from django.core.checks import Error, Tags, Warning, register
 from django.urls import NoReverseMatch, reverse
 
 from . import conf
+from .errors import ConfigurationError
 from .protocol import CODECS
+from .transport.address import parse_url
 
 
 @register(Tags.compatibility)
 def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    """rpcapp.E001-E008 and W001: the RPCAPP setting (see docs/configuration.md)."""
+    raw = getattr(settings, "RPCAPP", None)
+    if raw is not None and not isinstance(raw, dict):
+        return [
+            Error(
+                f"settings.RPCAPP must be a dict, not {type(raw).__name__}",
+                hint='e.g. RPCAPP = {"REDIS_URL": "redis://127.0.0.1:6379/0"}',
+                id="rpcapp.E006",
+            )
+        ]
+    c = conf.get()
+    return [*_unknown_keys(), *_values(c), *_redis_urls(c)]
+
+
+def _unknown_keys() -> list[Any]:
+    """W001 for an unknown key, with the nearest known one; E007 for a misspelt REDIS_URL."""
     problems: list[Any] = []
     for key in conf.unknown_keys():
-        problems.append(Warning(f"RPCAPP[{key!r}] is not a known setting", id="rpcapp.W001"))
-    c = conf.get()
+        near = difflib.get_close_matches(str(key), list(conf.DEFAULTS), n=1)
+        if near == ["REDIS_URL"] and "REDIS_URL" not in conf.user_settings():
+            problems.append(
+                Error(
+                    f"RPCAPP[{key!r}] is not a known setting; did you mean 'REDIS_URL'? As it is, no Redis address is set,"
+                    " so rpcapp uses the embedded Redis server under var/ instead",
+                    id="rpcapp.E007",
+                )
+            )
+            continue
+        hint = f"; did you mean {near[0]!r}?" if near else ""
+        problems.append(Warning(f"RPCAPP[{key!r}] is not a known setting{hint}", id="rpcapp.W001"))
+    return problems
+
+
+def _values(c: conf.Conf) -> list[Any]:
+    problems: list[Any] = []
     if c.CODEC not in CODECS:
         problems.append(Error(f"RPCAPP['CODEC'] must be one of {sorted(CODECS)}", id="rpcapp.E001"))
     durations_ok = True
@@ -32,9 +67,28 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
         value = getattr(c, name)
         if not isinstance(value, int) or value < 1:
             problems.append(Error(f"RPCAPP[{name!r}] must be a positive integer", id="rpcapp.E004"))
-    url = os.environ.get("RPCAPP_REDIS_URL") or c.REDIS_URL
-    if url and url.split("://", 1)[0] not in ("redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel", "redis+cluster", "rediss+cluster"):
-        problems.append(Error(f"the Redis URL has an unsupported scheme: {url.split('://', 1)[0]!r}", id="rpcapp.E005"))
+    return problems
+
+
+def _redis_urls(c: conf.Conf) -> list[Any]:
+    """E005: the Redis URL (``$RPCAPP_REDIS_URL`` or REDIS_URL); E008: LOCK_REDIS_URLS."""
+    problems: list[Any] = []
+    env = os.environ.get("RPCAPP_REDIS_URL")
+    url = env or c.REDIS_URL
+    where = "$RPCAPP_REDIS_URL" if env else "RPCAPP['REDIS_URL']"
+    if url is not None:
+        try:
+            parse_url(url)
+        except ConfigurationError as exc:
+            problems.append(Error(f"{where}: {exc.message}", id="rpcapp.E005"))
+    urls = c.LOCK_REDIS_URLS
+    if not isinstance(urls, (list, tuple)):
+        return [*problems, Error("RPCAPP['LOCK_REDIS_URLS'] must be a list of Redis URLs", id="rpcapp.E008")]
+    for i, entry in enumerate(urls):
+        try:
+            parse_url(entry)
+        except ConfigurationError as exc:
+            problems.append(Error(f"RPCAPP['LOCK_REDIS_URLS'][{i}]: {exc.message}", id="rpcapp.E008"))
     return problems
 
 

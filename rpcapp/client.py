@@ -61,6 +61,42 @@ class ClientSettings:
     history_max: int = 100_000
 
 
+def deadline_for(seconds: float) -> int:
+    """The absolute deadline ``seconds`` from now, no later than the calling procedure's."""
+    deadline = now_ms() + int(seconds * 1000)
+    parent = context.current()
+    if parent is not None:
+        deadline = min(deadline, parent.deadline_ms)
+    return deadline
+
+
+def new_request(spec: Spec, args: list[Any], kwargs: dict[str, Any], deadline: int, reply_to: str | None, idempotency_key: str | None) -> Request:
+    """A request for ``spec``, in the trace of the calling procedure if any."""
+    parent = context.current()
+    req = Request(
+        procedure=spec.name,
+        args=args,
+        kwargs=kwargs,
+        deadline=deadline,
+        reply_to=reply_to,
+        caller=_CALLER,
+        idempotency_key=idempotency_key,
+        idempotent=spec.idempotent,
+    )
+    if parent is not None:
+        req.trace_id, req.parent_id = parent.trace_id, parent.call_id
+    return req
+
+
+def pack_request(signer: Signer, req: Request, limit: int) -> bytes:
+    """The signed frame of ``req``: PayloadTooLarge over ``limit``, InvalidParams
+    for arguments the codec cannot carry."""
+    try:
+        return signer.pack(req.to_wire(), limit)
+    except (TypeError, ValueError) as exc:  # orjson: unsupported type, int over 64 bits
+        raise InvalidParams(f"arguments cannot be encoded: {exc}", procedure=req.procedure) from None
+
+
 class Client:
     """Calls procedures through Redis. Thread-safe; one per process is plenty."""
 
@@ -335,10 +371,7 @@ class Client:
             listener.fail(req.id, type(exc)(exc.message, procedure=req.procedure, call_id=None))
 
     def _pack(self, req: Request) -> bytes:
-        try:
-            return self.signer.pack(req.to_wire(), self.settings.max_request_bytes)
-        except (TypeError, ValueError) as exc:  # orjson: unsupported type, int over 64 bits
-            raise InvalidParams(f"arguments cannot be encoded: {exc}", procedure=req.procedure) from None
+        return pack_request(self.signer, req, self.settings.max_request_bytes)
 
     def _enqueue(self, items: list[tuple[str, bytes]], deadline_ms: int, name: str, reqs: Sequence[Request] | None = None, retry: bool = True) -> set[int]:
         """XADD, retrying with capped backoff while Redis is unreachable, each
@@ -370,7 +403,7 @@ class Client:
                     return uncertain
             left = (deadline_ms - now_ms()) / 1000
             if left <= 0 or not retry:
-                error = ServiceUnavailable(f"redis unreachable: {exc.message}", procedure=name)
+                error = ServiceUnavailable(exc.message, procedure=name)
                 error.uncertain = uncertain  # type: ignore[attr-defined]
                 raise error from exc
             time.sleep(min(delay, left))
@@ -404,7 +437,7 @@ class Client:
             except TransportError as exc:
                 live, known = 0, -1
                 if now_ms() >= deadline_ms:
-                    raise ServiceUnavailable(f"redis unreachable: {exc.message}") from exc
+                    raise ServiceUnavailable(exc.message) from exc
             if live or known > 0:
                 break
             if registration_wait is not None and now_ms() >= registration_wait:
@@ -433,8 +466,8 @@ class Client:
                 raw = self.transport.get_spec(name)
             except ValueError:
                 raw = None
-            except TransportError:
-                raise ServiceUnavailable("redis unreachable", procedure=name) from None
+            except TransportError as exc:
+                raise ServiceUnavailable(exc.message, procedure=name) from None
             spec = self._verified_spec(name, raw)
             cached = (now + (self.settings.spec_cache_ttl if spec else 1.0), spec)
             self._spec_cache[name] = cached
@@ -457,29 +490,8 @@ class Client:
         except RpcError:
             return "any"
 
-    def _deadline_for(self, seconds: float) -> int:
-        """The absolute deadline ``seconds`` from now, no later than the calling procedure's."""
-        deadline = now_ms() + int(seconds * 1000)
-        parent = context.current()
-        if parent is not None:
-            deadline = min(deadline, parent.deadline_ms)
-        return deadline
-
-    def _request(self, spec: Spec, args: list[Any], kwargs: dict[str, Any], deadline: int, reply_to: str | None, idempotency_key: str | None) -> Request:
-        parent = context.current()
-        req = Request(
-            procedure=spec.name,
-            args=args,
-            kwargs=kwargs,
-            deadline=deadline,
-            reply_to=reply_to,
-            caller=_CALLER,
-            idempotency_key=idempotency_key,
-            idempotent=spec.idempotent,
-        )
-        if parent is not None:
-            req.trace_id, req.parent_id = parent.trace_id, parent.call_id
-        return req
+    _deadline_for = staticmethod(deadline_for)
+    _request = staticmethod(new_request)
 
     def _ensure_listener(self) -> ReplyListener:
         pid = os.getpid()

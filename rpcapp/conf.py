@@ -99,14 +99,20 @@ class Conf:
         return Path(base) / "var"
 
 
+def user_settings() -> dict[str, Any]:
+    """``settings.RPCAPP`` when it is a dict, else ``{}`` (the check rpcapp.E006 says so)."""
+    user = getattr(settings, "RPCAPP", None)
+    return user if isinstance(user, dict) else {}
+
+
 def unknown_keys() -> list[str]:
-    return sorted(set(getattr(settings, "RPCAPP", {}) or {}) - set(DEFAULTS))
+    return sorted(set(user_settings()) - set(DEFAULTS))
 
 
 @functools.cache
 def get() -> Conf:
     """The merged settings (cached until Django's settings change)."""
-    user = getattr(settings, "RPCAPP", {}) or {}
+    user = user_settings()
     merged = {**DEFAULTS, **{k: v for k, v in user.items() if k in DEFAULTS}}
     return Conf(**{f.name: merged[f.name] for f in fields(Conf)})
 

@@ -116,6 +116,18 @@ class WorkerLost(RpcError):
     code = "worker_lost"
 
 
+class SigningKeyMismatch(RpcError):
+    """Raised when the workers of a service sign with a different key than this process."""
+
+    code = "signing_key_mismatch"
+
+
+class ConfigurationError(RpcError, ValueError):
+    """Raised when rpcapp's configuration is invalid, e.g. a malformed Redis URL."""
+
+    code = "configuration_error"
+
+
 class TransportError(RpcError):
     """Raised inside rpcapp when Redis cannot be reached; callers see ServiceUnavailable."""
 
@@ -142,6 +154,7 @@ ERRORS_BY_CODE: dict[str, type[RpcError]] = {
         RateLimited,
         LockNotAcquired,
         WorkerLost,
+        SigningKeyMismatch,
     )
 }
 
@@ -178,6 +191,8 @@ HTTP_MAPPING: dict[str, tuple[int, int]] = {
     "payload_too_large": (413, -32006),
     "lock_not_acquired": (409, -32004),
     "worker_lost": (502, -32005),
+    "signing_key_mismatch": (503, -32007),
+    "configuration_error": (500, -32603),
 }
 
 

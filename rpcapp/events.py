@@ -58,7 +58,7 @@ class Publisher:
             except TransportError as exc:
                 left = (deadline - now_ms()) / 1000
                 if left <= 0:
-                    raise ServiceUnavailable(f"redis unreachable: {exc.message}") from exc
+                    raise ServiceUnavailable(exc.message) from exc
                 time.sleep(min(delay, left))
                 delay = min(delay * 2, 1.0)
 
@@ -81,7 +81,7 @@ class Publisher:
                 break
             except TransportError as exc:
                 if now_ms() >= deadline:
-                    raise ServiceUnavailable(f"redis unreachable: {exc.message}") from exc
+                    raise ServiceUnavailable(exc.message) from exc
                 time.sleep(min(delay, max(0.0, (deadline - now_ms()) / 1000)))
                 delay = min(delay * 2, 1.0)
         with self._lock:

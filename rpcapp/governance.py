@@ -83,7 +83,7 @@ class Governor:
         try:
             refused = self.transport.rate_limit(spec.service, [(scope, period, n) for scope, period, n, _ in checks])
         except TransportError as exc:
-            raise ServiceUnavailable(f"redis unreachable: {exc.message}", procedure=spec.name) from exc
+            raise ServiceUnavailable(exc.message, procedure=spec.name) from exc
         if refused:
             scope, _, _, text = checks[refused - 1]
             what = f"service {spec.service!r}" if scope == "service" else f"procedure {spec.name!r}"

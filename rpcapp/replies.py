@@ -44,6 +44,21 @@ def complete(fut: Future[Any], result: Any = None, exc: BaseException | None = N
         pass
 
 
+def read_reply(data: dict[str, Any], returns: Any, procedure: str, call_id: str) -> Any:
+    """The result a decoded reply carries (typed as ``returns`` hints), or
+    raise the typed error it carries."""
+    if data.get("ok") is not True:
+        error = data.get("error")
+        if not isinstance(error, dict):
+            error = {"code": "remote_error", "message": "malformed reply"}
+        raise error_from_wire(error, procedure=procedure, call_id=call_id)
+    result = data.get("result")
+    try:
+        return coerce(result, returns)
+    except _Mismatch:
+        return result
+
+
 class ReplyListener(threading.Thread):
     """Blocks on the client's reply list and completes the matching Futures.
 
@@ -212,7 +227,7 @@ class ReplyListener(threading.Thread):
             complete(fut, exc=RpcTimeout("no reply before the deadline", procedure=procedure, call_id=call_id))
             self.client.record(id=call_id, procedure=procedure, status="timeout", error="timeout: no reply before the deadline")
         else:  # Redis stayed unreachable until the deadline: the call never left
-            complete(fut, exc=ServiceUnavailable("redis unreachable until the deadline", procedure=procedure))
+            complete(fut, exc=ServiceUnavailable(f"Redis at {self.client.transport.address or '(unknown address)'} is unreachable: still at the deadline", procedure=procedure))
 
     def stop(self) -> None:
         self._stop_event.set()
@@ -314,18 +329,10 @@ class ReplyListener(threading.Thread):
         fut, returns, procedure = entry
         if fut.done():
             return
-        error = data.get("error")
-        if data.get("ok") is not True and not isinstance(error, dict):
-            error = {"code": "remote_error", "message": "malformed reply"}
-        if data.get("ok") is True:
-            result = data.get("result")
-            try:
-                result = coerce(result, returns)
-            except _Mismatch:
-                pass
-            complete(fut, result=result)
-        else:
-            complete(fut, exc=error_from_wire(error, procedure=procedure, call_id=call_id))
+        try:
+            complete(fut, result=read_reply(data, returns, procedure, call_id))
+        except RpcError as exc:
+            complete(fut, exc=exc)
 
     def _late(self, call_id: str, data: dict[str, Any]) -> None:
         """A reply nobody waits for: dropped, and counted unless it is an item

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 import redis
 from redis.backoff import NoBackoff
@@ -20,6 +21,7 @@ from redis.cluster import RedisCluster
 from redis.retry import Retry
 
 from ..errors import TransportError
+from .address import RedisAddress, mask_url, parse_url
 
 log = logging.getLogger("rpcapp.transport")
 T = TypeVar("T")
@@ -152,11 +154,16 @@ def _guard(fn: Callable[..., T]) -> Callable[..., T]:
                 raise MissingGroup(str(exc)) from exc
             raise failed(f"redis error: {exc}", maybe_sent=False) from exc  # an error reply: refused
         except (redis.exceptions.RedisError, redis.exceptions.RedisClusterException) as exc:
-            raise failed(f"redis unreachable: {exc}", maybe_sent=not isinstance(exc, NotSent)) from exc
+            raise failed(unreachable(_address_of(args), exc), maybe_sent=not isinstance(exc, NotSent)) from exc
         except OSError as exc:
-            raise TransportError(f"redis unreachable: {exc}") from exc
+            raise TransportError(unreachable(_address_of(args), exc)) from exc
 
     return wrapper
+
+
+def _address_of(args: tuple[Any, ...]) -> str | None:
+    """The masked address of the transport a guarded method runs on."""
+    return getattr(args[0], "address", None) if args else None
 
 
 def failed(message: str, maybe_sent: bool) -> TransportError:
@@ -172,9 +179,11 @@ class MissingGroup(TransportError):
 
 def connect(url: str, bounded: bool = True, **options: Any) -> Any:
     """A redis-py client for ``redis://``, ``rediss://``, ``unix://``,
-    ``redis+sentinel://`` or ``redis+cluster://`` URLs. ``bounded``: its
-    connections honour :func:`deadline` and raise :class:`NotSent` when they
-    cannot connect (what sending calls needs; a worker's reads need neither)."""
+    ``redis+sentinel://`` or ``redis+cluster://`` URLs (``ConfigurationError``
+    for a malformed one). ``bounded``: its connections honour :func:`deadline`
+    and raise :class:`NotSent` when they cannot connect (what sending calls
+    needs; a worker's reads need neither)."""
+    address = parse_url(url)
     opts: dict[str, Any] = {
         "socket_timeout": SOCKET_TIMEOUT,
         "socket_connect_timeout": 1.0,
@@ -182,47 +191,58 @@ def connect(url: str, bounded: bool = True, **options: Any) -> Any:
         "health_check_interval": 0,
     }
     opts.update(options)
-    parts = urlsplit(url)
-    scheme = parts.scheme
-    if scheme in ("redis+cluster", "rediss+cluster"):
-        from redis.cluster import ClusterNode
-
-        hosts = _hosts(parts)
-        nodes = [ClusterNode(h.rsplit(":", 1)[0], int(h.rsplit(":", 1)[1])) for h in hosts[1:]]
-        opts.pop("health_check_interval", None)
-        # Given as a URL, the first node makes redis-py build every node's pool
-        # with ``connection_pool_class`` (and TLS from the scheme).
-        userinfo = parts.netloc.rsplit("@", 1)[0] + "@" if "@" in parts.netloc else ""
-        first = f"{scheme.split('+', 1)[0]}://{userinfo}{hosts[0]}"
-        pool = _BoundedPool if bounded else redis.ConnectionPool
-        return RedisCluster(url=first, startup_nodes=nodes, connection_pool_class=pool, **opts)
-    if scheme in ("redis+sentinel", "rediss+sentinel"):
-        from redis.sentinel import Sentinel, SentinelManagedConnection, SentinelManagedSSLConnection
-
-        path = [p for p in parts.path.split("/") if p]
-        if not path:
-            raise ValueError("a sentinel URL needs /master_name")
-        hosts = [(h.rsplit(":", 1)[0], int(h.rsplit(":", 1)[1])) for h in _hosts(parts)]
-        sentinel = Sentinel(hosts, socket_timeout=1.0)
-        managed = SentinelManagedSSLConnection if scheme.startswith("rediss") else SentinelManagedConnection
+    if address.kind == "cluster":
+        client = _cluster(address, bounded, opts)
+    elif address.kind == "sentinel":
+        client = _sentinel(address, bounded, opts)
+    else:
+        plain = {"unix": redis.UnixDomainSocketConnection, "rediss": redis.SSLConnection}.get(address.scheme, redis.Connection)
         if bounded:
-            opts.setdefault("connection_class", bounded_class(managed))
-        return sentinel.master_for(
-            path[0],
-            db=int(path[1]) if len(path) > 1 else 0,
-            password=unquote(parts.password) if parts.password else None,
-            ssl=scheme.startswith("rediss"),
-            **opts,
-        )
-    plain = {"unix": redis.UnixDomainSocketConnection, "rediss": redis.SSLConnection}.get(scheme, redis.Connection)
+            opts.setdefault("connection_class", bounded_class(plain))
+        client = redis.Redis.from_url(url, **opts)
+    client.rpcapp_address = mask_url(url)  # for messages: see Transport.address
+    return client
+
+
+def _cluster(address: RedisAddress, bounded: bool, opts: dict[str, Any]) -> Any:
+    from redis.cluster import ClusterNode
+
+    nodes = [ClusterNode(host, port) for host, port in address.hosts[1:]]
+    opts.pop("health_check_interval", None)
+    # Given as a URL, the first node makes redis-py build every node's pool
+    # with ``connection_pool_class`` (and TLS from the scheme).
+    netloc = urlsplit(address.url).netloc
+    userinfo = netloc.rsplit("@", 1)[0] + "@" if "@" in netloc else ""
+    host, port = address.hosts[0]
+    first = f"{address.scheme.split('+', 1)[0]}://{userinfo}{_netloc_host(host)}:{port}"
+    pool = _BoundedPool if bounded else redis.ConnectionPool
+    return RedisCluster(url=first, startup_nodes=nodes, connection_pool_class=pool, **opts)
+
+
+def _sentinel(address: RedisAddress, bounded: bool, opts: dict[str, Any]) -> Any:
+    from redis.sentinel import Sentinel, SentinelManagedConnection, SentinelManagedSSLConnection
+
+    sentinel = Sentinel(list(address.hosts), socket_timeout=1.0)
+    managed = SentinelManagedSSLConnection if address.tls else SentinelManagedConnection
     if bounded:
-        opts.setdefault("connection_class", bounded_class(plain))
-    return redis.Redis.from_url(url, **opts)
+        opts.setdefault("connection_class", bounded_class(managed))
+    return sentinel.master_for(address.master, db=address.db, password=address.password, ssl=address.tls, **opts)
 
 
-def _hosts(parts: Any) -> list[str]:
-    netloc = parts.netloc.rsplit("@", 1)[-1]
-    return [h for h in netloc.split(",") if h]
+def _netloc_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def unreachable(address: str | None, exc: BaseException) -> str:
+    """The one message for a Redis that cannot be reached: its (masked)
+    address and the cause, e.g. ``Redis at redis://127.0.0.1:1/0 is
+    unreachable: Connection refused``."""
+    cause = str(exc).strip() or type(exc).__name__
+    cause = _CONNECTING.sub("", cause).rstrip(".") or cause
+    return f"Redis at {address or '(unknown address)'} is unreachable: {cause}"
+
+
+_CONNECTING = re.compile(r"^(Error \S+ )?(while )?connecting to \S+\.\s+", re.IGNORECASE)
 
 
 def stream_entries(res: Any) -> list[tuple[str, str, dict[bytes, bytes]]]:

@@ -32,6 +32,8 @@ class Transport(CatalogOps, EventOps):
     def __init__(self, client: Any, namespace: str = "rpcapp") -> None:
         self.redis = client
         self.ns = namespace
+        self.address: str | None = getattr(client, "rpcapp_address", None)
+        """The Redis URL, password masked, for messages (None: not made by ``connect``)."""
         self.clustered = isinstance(client, RedisCluster)
         """A Redis Cluster: a command's keys must share a slot (see ``keys.py``)."""
         self._claim_idem = client.register_script(scripts._CLAIM_IDEMPOTENCY)

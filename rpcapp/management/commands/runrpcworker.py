@@ -10,6 +10,7 @@ import sys
 import threading
 from typing import Any
 
+from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError, connections
 
@@ -34,6 +35,13 @@ class Command(BaseCommand):
         parser.add_argument("--log-level", default="INFO")
 
     def handle(self, *args: Any, **opts: Any) -> None:
+        """Start-up failures (a bad Redis URL, Redis unreachable, ...) are one-line CommandErrors."""
+        try:
+            self._serve(opts)
+        except (RpcError, ImproperlyConfigured) as exc:
+            raise CommandError(getattr(exc, "message", None) or str(exc)) from exc
+
+    def _serve(self, opts: dict[str, Any]) -> None:
         level = opts["log_level"].upper()
         logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
         logging.getLogger("rpcapp").setLevel(level)
@@ -49,6 +57,7 @@ class Command(BaseCommand):
         if opts["max_calls_per_child"]:
             self.stderr.write("--max-calls-per-child applies to --pool processes; ignored")
         worker = runtime.build_worker(services, name=opts["name"], concurrency=opts["concurrency"], max_calls=opts["max_calls"])
+        worker.transport.ping()  # Redis unreachable at start: say so and stop (TransportError)
         self._on_signals(worker.request_stop)
         stop_refresh = threading.Event()
         recorder = None
@@ -69,6 +78,7 @@ class Command(BaseCommand):
     def _run_processes(self, services: list[str] | None, opts: dict[str, Any]) -> int:
         parent = runtime.build_worker(services, name=opts["name"] or provider_id(), concurrency=opts["concurrency"])
         parent.reads = False  # the children read; the parent only heartbeats
+        parent.transport.ping()
 
         def child_argv(name: str) -> list[str]:
             argv = [sys.executable, "-m", "django", "runrpcworker", "--pool", "threads", "--concurrency", "1", "--name", name]
