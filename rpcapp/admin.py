@@ -77,10 +77,24 @@ def _set(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: Any, mess
 
 
 _LIVE = threading.local()  # the provider records read for the changelist being rendered
+CODE_FIELDS = ("name", "service", "signature", "doc", "idempotent", "lock", "stream")
+"""A Procedure's fields that come from code: read-only for procedures defined in this project."""
+
+
+class ProcedureInlineForm(forms.ModelForm):
+    """A row of the service's procedure table: the code fields of a procedure
+    defined in this project's code come from the code (kept whatever is posted)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.instance.pk and default_registry.find(self.instance.name) is not None:
+            for name in set(CODE_FIELDS) & set(self.fields):
+                self.fields[name].disabled = True
 
 
 class ProcedureInline(admin.TabularInline):
     model = Procedure
+    form = ProcedureInlineForm
     fields = ("name", "signature", "enabled", "timeout", "rate_limit", "idempotent", "retries", "hedge_after")
     readonly_fields = ("signature",)
     extra = 0
@@ -150,7 +164,7 @@ class ProcedureAdmin(admin.ModelAdmin):
     list_filter = ("enabled", "idempotent", "stream", "service")
     search_fields = ("name", "doc")
     actions = ["enable", "disable"]
-    CODE_FIELDS = ("signature", "doc", "idempotent", "lock", "stream")
+    CODE_FIELDS = CODE_FIELDS
 
     def get_readonly_fields(self, request: HttpRequest, obj: Procedure | None = None) -> tuple[str, ...]:
         # Defined in this project's code: the code says (a worker syncs it). A

@@ -80,7 +80,7 @@ class ReplyListener(threading.Thread):
         self._needed = threading.Condition(self._lock)  # wakes the listener thread when it must read
         self._self_readers: set[str] = set()  # calls whose caller reads its reply itself
         self._streams: dict[str, StreamSink] = {}  # streaming calls under way
-        self._expired: dict[str, float] = {}  # timed-out calls whose late reply may come, until when
+        self._expired: dict[str, tuple[float, str]] = {}  # timed-out calls whose late reply may come: (until when, procedure)
         self._left: set[str] = set()  # streams whose caller stopped reading (among _expired): not late
         # Held by whoever is blocked on the reply list; re-entrant, so that a call made
         # from a done-callback run by the reader reads its own reply.
@@ -149,8 +149,9 @@ class ReplyListener(threading.Thread):
     def untrack_stream(self, call_id: str) -> None:
         """The caller stopped iterating: frames still coming are dropped quietly."""
         with self._lock:
-            if self._streams.pop(call_id, None) is not None and len(self._expired) < 100_000:
-                self._expired[call_id] = time.monotonic() + self.client.settings.reply_ttl
+            sink = self._streams.pop(call_id, None)
+            if sink is not None and len(self._expired) < 100_000:
+                self._expired[call_id] = (time.monotonic() + self.client.settings.reply_ttl, sink.procedure)
                 self._left.add(call_id)
 
     def grant(self, req: Request, message: bytes) -> None:
@@ -221,7 +222,7 @@ class ReplyListener(threading.Thread):
         fut, _, procedure = entry
         with self._lock:
             if len(self._expired) < 100_000:
-                self._expired[call_id] = time.monotonic() + self.client.settings.reply_ttl
+                self._expired[call_id] = (time.monotonic() + self.client.settings.reply_ttl, procedure)
             self._needed.notify()
         if getattr(fut, "rpc_sent", False):
             complete(fut, exc=RpcTimeout("no reply before the deadline", procedure=procedure, call_id=call_id))
@@ -255,7 +256,7 @@ class ReplyListener(threading.Thread):
         itself, or a call that timed out may still get its (late) reply."""
         now = time.monotonic()
         while self._expired:  # insertion order is expiry order: drop from the front
-            call_id, until = next(iter(self._expired.items()))
+            call_id, (until, _) = next(iter(self._expired.items()))
             if until > now:
                 break
             del self._expired[call_id]
@@ -340,10 +341,11 @@ class ReplyListener(threading.Thread):
         with self._lock:
             if call_id in self._left:
                 return
-            self._expired.pop(call_id, None)
+            _, procedure = self._expired.pop(call_id, (0.0, ""))
         self.client.late_replies += 1
         log.info("dropped a late reply for call %s", call_id)
-        self.client.record(id=call_id, status="late", provider=data.get("provider", ""), queued_ms=data.get("queued_ms"), run_ms=data.get("run_ms"))
+        known = {"procedure": procedure} if procedure else {}  # its expiry note may have lapsed
+        self.client.record(id=call_id, status="late", provider=data.get("provider", ""), queued_ms=data.get("queued_ms"), run_ms=data.get("run_ms"), **known)
 
     def _expire_loop(self) -> None:
         while not self._stop_event.is_set():

@@ -6,7 +6,10 @@ entity expansion, no external entities, no DTDs); errors come back as
 Faults whose ``faultCode`` is the error's JSON-RPC code and whose
 ``faultString`` starts with the error's code string. ``system.listMethods``
 lists what the caller may call; ``system.methodHelp`` and
-``system.methodSignature`` describe one procedure.
+``system.methodSignature`` describe one procedure; ``system.multicall`` (what
+``xmlrpc.client.MultiCall`` sends) runs up to ``MAX_BATCH`` calls, sent
+together, each checked and answered as a single call would be: ``[result]``
+or a fault struct.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import datetime as dt
 import decimal
 import uuid
 import xmlrpc.client
+from concurrent.futures import Future
 from typing import Any
 
 from defusedxml import DefusedXmlException
@@ -23,7 +27,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed
 from django.views.decorators.csrf import csrf_exempt
 
 from ..errors import RpcError, jsonrpc_code
-from ..http import BodyTooLarge, Caller, csrf_problem, identify, read_body
+from ..http import MAX_BATCH, BodyTooLarge, Caller, csrf_problem, identify, read_body
 from ..runtime import get_client
 from .access import Refused, callable_specs, resolve
 
@@ -85,14 +89,75 @@ def _parse(body: bytes) -> tuple[tuple[Any, ...], str]:
     return params, method
 
 
+SYSTEM = {
+    "system.listMethods": ("The procedures you may call.", "() -> list"),
+    "system.methodHelp": ("A procedure's docstring.", "(name: str) -> str"),
+    "system.methodSignature": ("A procedure's signature.", "(name: str) -> str"),
+    "system.multicall": ("Several calls in one request: [{methodName, params}] -> [[result] or fault].", "(calls: list) -> list"),
+}
+
+
 def _system(method: str, params: tuple[Any, ...], caller: Caller) -> Any:
     client = get_client()
     if method == "system.listMethods":
-        return [spec.name for spec in callable_specs(client, caller)]
+        return [spec.name for spec in callable_specs(client, caller)] + sorted(SYSTEM)
     if method in ("system.methodHelp", "system.methodSignature") and len(params) == 1:
+        which = 0 if method == "system.methodHelp" else 1
+        if params[0] in SYSTEM:
+            return SYSTEM[params[0]][which]
         spec = resolve(client, caller, params[0])
-        return spec.doc if method == "system.methodHelp" else spec.signature.text()
+        return spec.doc if which == 0 else spec.signature.text()
+    if method == "system.multicall":
+        return _multicall(params, caller)
     raise xmlrpc.client.Fault(-32601, f"not_found: no method {method!r}")
+
+
+def _as_fault(exc: Exception) -> xmlrpc.client.Fault:
+    """The fault a failed call answers with (the same for single and multicall)."""
+    if isinstance(exc, xmlrpc.client.Fault):
+        return exc
+    if isinstance(exc, Refused):
+        return xmlrpc.client.Fault(-32011 if exc.status == 401 else -32012, f"{exc.code}: {exc.message}")
+    if isinstance(exc, RpcError):
+        return xmlrpc.client.Fault(jsonrpc_code(exc), f"{exc.code}: {exc.message}")
+    raise exc
+
+
+def _start(item: Any, caller: Caller) -> Future[Any]:
+    """One call of a multicall, sent (or already answered: a system method, an error)."""
+    fut: Future[Any] = Future()
+    try:
+        if not isinstance(item, dict) or not isinstance(item.get("methodName"), str):
+            raise xmlrpc.client.Fault(-32600, "invalid_request: each call is a struct {methodName, params}")
+        method, params = item["methodName"], item.get("params", [])
+        if not isinstance(params, list):
+            raise xmlrpc.client.Fault(-32600, "invalid_request: params must be an array")
+        if method == "system.multicall":
+            raise xmlrpc.client.Fault(-32600, "invalid_request: system.multicall may not be nested")
+        if method.startswith("system."):
+            fut.set_result(_system(method, tuple(params), caller))
+            return fut
+        resolve(get_client(), caller, method)
+        return get_client().call_async(method, *params)
+    except (xmlrpc.client.Fault, Refused, RpcError) as exc:
+        fut.set_exception(exc)
+    return fut
+
+
+def _multicall(params: tuple[Any, ...], caller: Caller) -> list[Any]:
+    """``system.multicall``: every call sent before any is awaited; answers in order."""
+    if len(params) != 1 or not isinstance(params[0], list):
+        raise xmlrpc.client.Fault(-32602, "invalid_params: system.multicall takes one array of {methodName, params} structs")
+    if len(params[0]) > MAX_BATCH:
+        raise xmlrpc.client.Fault(-32600, f"invalid_request: {len(params[0])} calls is over the limit of {MAX_BATCH}")
+    answers: list[Any] = []
+    for fut in [_start(item, caller) for item in params[0]]:
+        try:
+            answers.append([fut.result()])
+        except (xmlrpc.client.Fault, Refused, RpcError) as exc:
+            fault = _as_fault(exc)
+            answers.append({"faultCode": fault.faultCode, "faultString": fault.faultString})
+    return answers
 
 
 @csrf_exempt
@@ -123,11 +188,8 @@ def xmlrpc_endpoint(request: HttpRequest) -> HttpResponse:
             return _respond(_system(method, params, caller))
         resolve(get_client(), caller, method)
         return _respond(get_client().call(method, *params))
-    except xmlrpc.client.Fault as fault:
-        return _respond(fault)
-    except Refused as exc:
-        response = _fault(-32011 if exc.status == 401 else -32012, f"{exc.code}: {exc.message}")
-        response.status_code = exc.status
+    except (xmlrpc.client.Fault, Refused, RpcError) as exc:
+        response = _respond(_as_fault(exc))
+        if isinstance(exc, Refused):
+            response.status_code = exc.status
         return response
-    except RpcError as exc:
-        return _fault(jsonrpc_code(exc), f"{exc.code}: {exc.message}")
