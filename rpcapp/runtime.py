@@ -15,6 +15,7 @@ from . import conf
 from .catalog import CatalogCache
 from .client import Client, ClientSettings
 from .locks import RedLock
+from .maintenance import WorkerDuties
 from .protocol import CODECS, Signer, derive_key
 from .registry import Registry, default_registry
 from .transport import Transport, connect
@@ -73,7 +74,7 @@ def worker_settings(**overrides: Any) -> WorkerSettings:
         "history_max": c.HISTORY_STREAM_MAX,
         "redact": tuple(k.lower() for k in c.REDACT_KEYS),
         "lock_factory": _lock_factory,
-        "hooks": [DatabaseConnections()],
+        "hooks": [DatabaseConnections(), WorkerDuties()],  # WorkerDuties: Provider row, maintenance
     }
     values.update(overrides)
     return WorkerSettings(**values)

@@ -29,6 +29,7 @@ from ..registry import Registry
 from ..transport import MissingGroup, Transport
 from .broadcast import BroadcastListener
 from .executor import Executor, Limits
+from .hooks import run_hooks
 from .recovery import Recovery
 from .slots import CallThreads
 
@@ -138,10 +139,15 @@ class Worker:
         log.info("worker %s serving %s (concurrency %d)", self.name, ", ".join(self.services), self.settings.concurrency)
 
     def run(self) -> None:
-        """Start and block until stopped (by ``stop()`` from a signal handler)."""
+        """Start and block until stopped (by ``stop()`` from a signal handler).
+
+        The process is this worker's: hooks with ``worker_running(worker)`` and
+        ``worker_stopped(worker)`` are told (for a process's own duties)."""
         self.start()
+        run_hooks(self.settings.hooks, "worker_running", self)
         while not self._stopped.wait(0.5):
             pass
+        run_hooks(self.settings.hooks, "worker_stopped", self, reverse=True)
 
     def stop(self, grace: float | None = None) -> bool:
         """Stop taking work, finish in-flight calls within ``grace``, deregister.
