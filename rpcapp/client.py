@@ -30,6 +30,7 @@ from .errors import (
 )
 from .events import Publisher
 from .governance import Governor
+from .key_check import KeyCheck
 from .protocol import Request, Signer, now_ms
 from .records import encode
 from .registry import Registry, Spec, default_registry
@@ -121,6 +122,7 @@ class Client:
         self._publisher = Publisher(self)
         s = self.settings
         self.governor = Governor(transport, s.default_timeout, s.provider_ttl, s.catalog_refresh, s.catalog)
+        self.key_check = KeyCheck(transport, signer.keys, s.provider_ttl)
 
     # -- public API --------------------------------------------------------
     def call(self, name: str, /, *args: Any, timeout: float | None = None, idempotency_key: str | None = None, **kwargs: Any) -> Any:
@@ -129,7 +131,7 @@ class Client:
         listener = self._listener
         if listener is not None:
             listener.read_for(fut)
-        return self._wait(fut)
+        return self._wait(fut, name)
 
     def call_async(self, name: str, /, *args: Any, timeout: float | None = None, idempotency_key: str | None = None, **kwargs: Any) -> Future[Any]:
         """Queue the call and return a Future at once; never blocks, never raises.
@@ -140,7 +142,10 @@ class Client:
     async def acall(self, name: str, /, *args: Any, timeout: float | None = None, idempotency_key: str | None = None, **kwargs: Any) -> Any:
         """``call`` for asyncio code; shares the reply listener."""
         fut = self.call_async(name, *args, timeout=timeout, idempotency_key=idempotency_key, **kwargs)
-        return await asyncio.wrap_future(fut)
+        try:
+            return await asyncio.wrap_future(fut)
+        except RpcTimeout as exc:
+            raise await asyncio.to_thread(self.key_check.explain, exc, name) from None
 
     def gather(self, calls: Iterable[Sequence[Any]], *, timeout: float | None = None, return_exceptions: bool = False) -> list[Any]:
         """Send every call (in one round trip), then wait for all; results in order."""
@@ -151,9 +156,9 @@ class Client:
             batch.append((name, args, kwargs, timeout, None))
         futures = self._send_all(batch, inline=True)
         results: list[Any] = []
-        for fut in futures:
+        for (name, *_), fut in zip(batch, futures, strict=True):
             try:
-                results.append(self._wait(fut))
+                results.append(self._wait(fut, name))
             except RpcError as exc:
                 if not return_exceptions:
                     raise
@@ -253,7 +258,14 @@ class Client:
             self._listener = None
 
     # -- internals -------------------------------------------------------------
-    def _wait(self, fut: Future[Any]) -> Any:
+    def _wait(self, fut: Future[Any], name: str | None = None) -> Any:
+        """The call's result; a timeout explained by ``key_check`` (signing keys)."""
+        try:
+            return self._result(fut)
+        except RpcTimeout as exc:
+            raise self.key_check.explain(exc, name) from None
+
+    def _result(self, fut: Future[Any]) -> Any:
         deadline_ms = getattr(fut, "rpc_deadline", None)
         remaining = max(0.0, (deadline_ms - now_ms()) / 1000) if deadline_ms else None
         try:

@@ -22,6 +22,7 @@ import orjson
 
 from ..catalog import CatalogCache
 from ..errors import TransportError
+from ..fingerprints import key_ids
 from ..keys import inbox_route
 from ..protocol import Signer, now_ms
 from ..records import DEFAULT_REDACT
@@ -299,6 +300,7 @@ class Worker:
                 "pool": not self.reads,
                 "in_flight": self.in_flight,
                 "calls_served": self.executor.calls_served,
+                "key_ids": key_ids(self.executor.signer.keys),  # ids, never the keys (fingerprints.py)
             }
         )
         self.transport.heartbeat(self.services, self.name, info, now_ms(), inbox=self.reads)
