@@ -51,14 +51,13 @@ def parse_url(url: object) -> RedisAddress:
     if scheme == "unix":
         if not parts.path or parts.path == "/":
             raise _bad(url, "a unix:// URL needs the socket's path, e.g. unix:///run/redis.sock")
-        db = parse_qs(parts.query).get("db", ["0"])[0]
-        return RedisAddress(url, scheme, (), _db(url, db), path=parts.path, password=password)
+        db_text = parse_qs(parts.query).get("db", ["0"])[0]
+        return RedisAddress(url, scheme, (), _db(url, db_text), path=parts.path, password=password)
     entries = netloc.split(",")
     if scheme in ("redis", "rediss"):
         if len(entries) > 1:
             raise _bad(url, f"a {scheme}:// URL takes one host (several hosts: redis+sentinel:// or redis+cluster://)")
-        hosts = (_host(url, entries[0], needs_port=False),)
-        return RedisAddress(url, scheme, hosts, _db(url, parts.path.strip("/") or "0"), password=password)
+        return RedisAddress(url, scheme, (_host(url, entries[0], needs_port=False),), _db(url, parts.path.strip("/") or "0"), password=password)
     hosts = tuple(_host(url, entry, needs_port=True) for entry in entries)
     segments = [s for s in parts.path.split("/") if s]
     if scheme.endswith("+sentinel"):
