@@ -57,11 +57,20 @@ def reap_providers() -> int:
     if default_registry.services():
         worker = runtime.build_worker(default_registry.services(), concurrency=1)
         try:
-            handled = sum(worker.recovery.sweep(service) for service in worker.services)
+            handled = sum(_sweep(worker, service) for service in worker.services)
         finally:
             worker.transport.close()
     refresh_providers()  # dead ones marked dead
     return handled
+
+
+def _sweep(worker: Any, service: str) -> int:
+    from .transport import MissingGroup
+
+    try:
+        return int(worker.recovery.sweep(service))
+    except MissingGroup:  # never served: nothing to recover
+        return 0
 
 
 def relay_outbox() -> int:
