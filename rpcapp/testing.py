@@ -4,6 +4,9 @@
   a test suite owns (it may stop, restart and flush it).
 - :func:`running_worker`: a worker running in threads of the test process.
 - :func:`wait_for`: poll a condition with a deadline.
+- :func:`local_calls`: local mode, procedures run in this process, no Redis.
+
+Fixtures built on them come with the pytest plugin (``rpcapp.pytest_plugin``).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from . import embedded, runtime
+from .local import LocalClient
 from .registry import Registry
 from .worker import Worker
 
@@ -134,6 +138,32 @@ def running_worker(services: list[str] | None = None, registry: Registry | None 
     finally:
         worker.stop(grace)
         worker.transport.close()
+
+
+@contextlib.contextmanager
+def local_calls(registry: Registry | None = None) -> Iterator[LocalClient]:
+    """Local mode: inside, ``rpc.call`` and the other calls, ``rpc.service()``
+    and ``rpcapp.publish`` run the procedure (or the subscribers) in this
+    process, with the argument checks, errors, deadlines and encoding of a real
+    call, and no Redis; the catalog in the database is not read. Also a
+    decorator (``@local_calls()``). Process-wide while it lasts (every thread's
+    calls are local), restored on exit, nests. Yields the
+    :class:`~rpcapp.local.LocalClient` (its ``calls`` and ``events`` record what
+    was called and published). See docs/testing.md."""
+    client = LocalClient(runtime.build_signer(), registry, runtime.client_settings())
+    with runtime.installed(client):
+        yield client
+
+
+def clear_namespace(server: RedisServer, namespace: str) -> int:
+    """Delete every key under ``namespace`` on ``server`` (a test's leftovers);
+    how many."""
+    client = redis.Redis(port=server.port, socket_timeout=2)
+    try:
+        doomed = list(client.scan_iter(match=f"{namespace}:*", count=1000))
+        return int(client.delete(*doomed)) if doomed else 0
+    finally:
+        client.close()
 
 
 def wait_for(condition: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05, message: str = "condition") -> Any:

@@ -56,7 +56,110 @@ class Limits:
     redact: tuple[str, ...] = DEFAULT_REDACT
 
 
-class Executor:
+class Runner:
+    """Runs a request's procedure and encodes its reply: the part of a worker
+    that needs no Redis, shared with the in-process local mode (``rpcapp.local``)."""
+
+    def __init__(
+        self,
+        signer: Signer,
+        registry: Registry,
+        limits: Limits,
+        provider: str,
+        hooks: list[Any] | None = None,
+        lock_factory: Callable[[str, float], Any] | None = None,
+    ) -> None:
+        self.lock_factory = lock_factory
+        self.signer = signer
+        self.registry = registry
+        self.limits = limits
+        self.provider = provider
+        self.hooks = hooks or []
+
+    def pump(self, req: Request, items: Any) -> int:
+        """Hand a streaming procedure's items to the caller; how many."""
+        raise NotImplementedError
+
+    def run(self, req: Request, taken_at: int) -> dict[str, Any]:
+        """Run the procedure; the reply envelope, success or typed error."""
+        meta = {"provider": self.provider, "queued_ms": max(0, taken_at - req.sent_at)}
+        started = time.perf_counter()
+        run_hooks(self.hooks, "before_call", req)
+        try:
+            proc = self.registry.find(req.procedure)
+            if proc is None:
+                raise ProcedureNotFound(f"no procedure {req.procedure!r} on this worker", procedure=req.procedure)
+            args, kwargs = proc.spec.signature.bind(req.args, req.kwargs, req.procedure)
+            ctx = context.CallContext(req.id, req.procedure, req.trace_id, req.deadline, self.provider)
+            if proc.spec.stream != req.stream:
+                how = "rpc.stream()" if proc.spec.stream else "rpc.call()"
+                raise InvalidParams(f"{req.procedure} must be called with {how}", procedure=req.procedure)
+            with context.running(ctx), self._guard(proc, req, args, kwargs):
+                result = proc.func(*args, **kwargs)
+                if req.stream:
+                    result = self.pump(req, result)
+            if isinstance(result, float) and not math.isfinite(result):
+                raise _NotJson(f"{result} is not a JSON number")
+            reply = reply_ok(req.id, result, **meta)
+        except _NotJson as exc:
+            reply = reply_error(req.id, _remote(exc, "", "UnserializableResult"), **meta)
+        except StreamCancelled:
+            reply = reply_error(req.id, {"code": "cancelled", "message": "the caller stopped iterating"}, **meta)
+        except RpcError as exc:
+            run_hooks(self.hooks, "on_error", req, exc, reverse=True)
+            reply = reply_error(req.id, exc.to_wire(), **meta)
+        except Exception as exc:
+            run_hooks(self.hooks, "on_error", req, exc, reverse=True)
+            reply = reply_error(req.id, _remote(exc, traceback.format_exc()), **meta)
+        reply["run_ms"] = round((time.perf_counter() - started) * 1000, 3)
+        run_hooks(self.hooks, "after_call", req, reply, reverse=True)
+        return reply
+
+    @contextlib.contextmanager
+    def _guard(self, proc: Any, req: Request, args: list[Any], kwargs: dict[str, Any]) -> Iterator[None]:
+        """Hold the procedure's lock (``@procedure(lock="inventory:{sku}")``) while it runs,
+        waiting for it at most until the call's deadline."""
+        template = proc.spec.lock
+        if not template:
+            yield
+            return
+        if self.lock_factory is None:
+            raise LockNotAcquired("this worker has no lock backend", procedure=req.procedure)
+        bound = inspect.signature(proc.func).bind_partial(*args, **kwargs)
+        bound.apply_defaults()  # a template may name a parameter the caller left to its default
+        named = dict(bound.arguments)
+        named.update(named.pop(next((p.name for p in proc.spec.signature.params if p.kind == "var_kw"), ""), {}) or {})
+        try:
+            name = template.format_map(named)
+        except (KeyError, IndexError, ValueError) as exc:
+            raise LockNotAcquired(f"lock template {template!r} does not fit the arguments: {exc}", procedure=req.procedure) from None
+        left = max(0.0, (req.deadline - now_ms()) / 1000)
+        lock = self.lock_factory(name, max(left, 1.0))
+        # Give up a little before the deadline, so that the refusal still reaches the caller.
+        if not lock.acquire(timeout=max(0.0, left - min(0.05, left * 0.2))):
+            raise LockNotAcquired(f"lock {name!r} not taken before the deadline", procedure=req.procedure)
+        try:
+            yield
+        finally:
+            lock.release()
+
+    def _pack(self, req: Request, reply: dict[str, Any]) -> bytes | None:
+        if req.reply_to is None:
+            if not reply["ok"]:
+                log.warning("notification %s to %s failed: %s", req.id, req.procedure, reply["error"].get("message"))
+            return None
+        try:
+            return self.signer.pack(reply, self.limits.max_reply_bytes)
+        except PayloadTooLarge as exc:
+            err = PayloadTooLarge(f"reply {exc.message}")
+            reply.update(ok=False, error=err.to_wire())
+        except (TypeError, ValueError) as exc:
+            reply.update(ok=False, error=_remote(exc, "", "UnserializableResult"))
+        reply.pop("result", None)
+        return self.signer.pack(reply)
+
+
+class Executor(Runner):
     def __init__(
         self,
         transport: Transport,
@@ -67,13 +170,8 @@ class Executor:
         hooks: list[Any] | None = None,
         lock_factory: Callable[[str, float], Any] | None = None,
     ) -> None:
-        self.lock_factory = lock_factory
+        super().__init__(signer, registry, limits, provider, hooks, lock_factory)
         self.transport = transport
-        self.signer = signer
-        self.registry = registry
-        self.limits = limits
-        self.provider = provider
-        self.hooks = hooks or []
         self.calls_served = 0
         self._unfinished: list[Finish] = []
         self._unfinished_lock = threading.Lock()
@@ -81,6 +179,9 @@ class Executor:
         self._finisher: Combiner[Finish] = Combiner(self._finish_many)
         self.events = EventRunner(self)
         self.records = RecordBuffer(transport, limits.history_max)
+
+    def pump(self, req: Request, items: Any) -> int:
+        return Pump(self.transport, self.signer, req, self.limits.max_reply_bytes, self.limits.reply_ttl).run(items)
 
     def _finish_many(self, items: list[Finish]) -> None:
         try:
@@ -182,84 +283,6 @@ class Executor:
         log.warning("message %s on %s %s", entry_id, service, reason)
         self.transport.dead_letter(service, entry_id, raw, reason, self.limits.dead_letter_max)
         self.transport.incr(service, "rejected")
-
-    def run(self, req: Request, taken_at: int) -> dict[str, Any]:
-        """Run the procedure; the reply envelope, success or typed error."""
-        meta = {"provider": self.provider, "queued_ms": max(0, taken_at - req.sent_at)}
-        started = time.perf_counter()
-        run_hooks(self.hooks, "before_call", req)
-        try:
-            proc = self.registry.find(req.procedure)
-            if proc is None:
-                raise ProcedureNotFound(f"no procedure {req.procedure!r} on this worker", procedure=req.procedure)
-            args, kwargs = proc.spec.signature.bind(req.args, req.kwargs, req.procedure)
-            ctx = context.CallContext(req.id, req.procedure, req.trace_id, req.deadline, self.provider)
-            if proc.spec.stream != req.stream:
-                how = "rpc.stream()" if proc.spec.stream else "rpc.call()"
-                raise InvalidParams(f"{req.procedure} must be called with {how}", procedure=req.procedure)
-            with context.running(ctx), self._guard(proc, req, args, kwargs):
-                result = proc.func(*args, **kwargs)
-                if req.stream:
-                    result = Pump(self.transport, self.signer, req, self.limits.max_reply_bytes, self.limits.reply_ttl).run(result)
-            if isinstance(result, float) and not math.isfinite(result):
-                raise _NotJson(f"{result} is not a JSON number")
-            reply = reply_ok(req.id, result, **meta)
-        except _NotJson as exc:
-            reply = reply_error(req.id, _remote(exc, "", "UnserializableResult"), **meta)
-        except StreamCancelled:
-            reply = reply_error(req.id, {"code": "cancelled", "message": "the caller stopped iterating"}, **meta)
-        except RpcError as exc:
-            run_hooks(self.hooks, "on_error", req, exc, reverse=True)
-            reply = reply_error(req.id, exc.to_wire(), **meta)
-        except Exception as exc:
-            run_hooks(self.hooks, "on_error", req, exc, reverse=True)
-            reply = reply_error(req.id, _remote(exc, traceback.format_exc()), **meta)
-        reply["run_ms"] = round((time.perf_counter() - started) * 1000, 3)
-        run_hooks(self.hooks, "after_call", req, reply, reverse=True)
-        return reply
-
-    @contextlib.contextmanager
-    def _guard(self, proc: Any, req: Request, args: list[Any], kwargs: dict[str, Any]) -> Iterator[None]:
-        """Hold the procedure's lock (``@procedure(lock="inventory:{sku}")``) while it runs,
-        waiting for it at most until the call's deadline."""
-        template = proc.spec.lock
-        if not template:
-            yield
-            return
-        if self.lock_factory is None:
-            raise LockNotAcquired("this worker has no lock backend", procedure=req.procedure)
-        bound = inspect.signature(proc.func).bind_partial(*args, **kwargs)
-        bound.apply_defaults()  # a template may name a parameter the caller left to its default
-        named = dict(bound.arguments)
-        named.update(named.pop(next((p.name for p in proc.spec.signature.params if p.kind == "var_kw"), ""), {}) or {})
-        try:
-            name = template.format_map(named)
-        except (KeyError, IndexError, ValueError) as exc:
-            raise LockNotAcquired(f"lock template {template!r} does not fit the arguments: {exc}", procedure=req.procedure) from None
-        left = max(0.0, (req.deadline - now_ms()) / 1000)
-        lock = self.lock_factory(name, max(left, 1.0))
-        # Give up a little before the deadline, so that the refusal still reaches the caller.
-        if not lock.acquire(timeout=max(0.0, left - min(0.05, left * 0.2))):
-            raise LockNotAcquired(f"lock {name!r} not taken before the deadline", procedure=req.procedure)
-        try:
-            yield
-        finally:
-            lock.release()
-
-    def _pack(self, req: Request, reply: dict[str, Any]) -> bytes | None:
-        if req.reply_to is None:
-            if not reply["ok"]:
-                log.warning("notification %s to %s failed: %s", req.id, req.procedure, reply["error"].get("message"))
-            return None
-        try:
-            return self.signer.pack(reply, self.limits.max_reply_bytes)
-        except PayloadTooLarge as exc:
-            err = PayloadTooLarge(f"reply {exc.message}")
-            reply.update(ok=False, error=err.to_wire())
-        except (TypeError, ValueError) as exc:
-            reply.update(ok=False, error=_remote(exc, "", "UnserializableResult"))
-        reply.pop("result", None)
-        return self.signer.pack(reply)
 
     def _claim(self, service: str, entry_id: str, req: Request) -> bool:
         """True if this delivery should run the call; otherwise it is answered."""
