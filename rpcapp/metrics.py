@@ -5,22 +5,26 @@ store call records, so every web process serves the same totals:
 ``rpcapp_calls_total{procedure, status}`` and the histogram
 ``rpcapp_call_duration_seconds{procedure}`` (seconds from the caller's send
 to the worker's reply). Staff only, by session or HTTP Basic (Prometheus's
-``basic_auth``), unless ``RPCAPP["METRICS_PUBLIC"]``.
+``basic_auth``), unless ``RPCAPP["METRICS_PUBLIC"]``. Needs the
+``rpcapp[prometheus]`` extra, imported when the page is asked for (so the rest
+of the app, which mounts this view, works without it).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.http import HttpRequest, HttpResponse
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 
 from . import conf
 from .errors import RpcError
+from .extras import require
 from .http import identify, refusal
 from .runtime import get_client
+
+if TYPE_CHECKING:
+    from prometheus_client.core import Metric
 
 
 class _Collector:
@@ -28,6 +32,8 @@ class _Collector:
         self.values = values
 
     def collect(self) -> Iterator[Metric]:
+        core = require("prometheus_client.core", "/metrics")
+        CounterMetricFamily, HistogramMetricFamily = core.CounterMetricFamily, core.HistogramMetricFamily  # noqa: N806
         calls = CounterMetricFamily("rpcapp_calls", "Calls recorded, by procedure and status.", labels=["procedure", "status"])
         buckets: dict[str, list[tuple[str, float]]] = {}
         sums: dict[str, float] = {}
@@ -56,10 +62,11 @@ def metrics(request: HttpRequest) -> HttpResponse:
             return refusal(401, "unauthenticated", caller.problem)
         if not caller.user.is_staff:
             return refusal(403, "forbidden", "staff only")
+    prometheus = require("prometheus_client", "/metrics")
     try:
         values: dict[str, Any] = get_client().transport.metrics()
     except RpcError as exc:
         return refusal(503, "unavailable", exc.message)
-    registry = CollectorRegistry()
-    registry.register(_Collector(values))  # type: ignore[arg-type]
-    return HttpResponse(generate_latest(registry), content_type="text/plain; version=0.0.4; charset=utf-8")
+    registry = prometheus.CollectorRegistry()
+    registry.register(_Collector(values))
+    return HttpResponse(prometheus.generate_latest(registry), content_type="text/plain; version=0.0.4; charset=utf-8")

@@ -13,12 +13,13 @@ import hmac
 import time
 import uuid
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import Any
 
-import msgpack
 import orjson
 
 from .errors import PayloadTooLarge, ProtocolError
+from .extras import missing
 
 VERSION = 1
 _VERSION_BYTE = bytes([VERSION])
@@ -48,18 +49,38 @@ def _default(value: Any) -> Any:
     raise TypeError(f"type {type(value).__name__} is not serialisable")
 
 
+_msgpack: ModuleType | None = None
+
+
+def msgpack_module() -> ModuleType:
+    """msgpack, imported on first use (the ``rpcapp[msgpack]`` extra); raises
+    ``ImproperlyConfigured`` (``MissingExtra`` without Django) naming the extra."""
+    global _msgpack
+    if _msgpack is None:
+        try:
+            import msgpack
+        except ImportError as exc:
+            raise missing("msgpack", 'RPCAPP["CODEC"] = "msgpack"') from exc
+        _msgpack = msgpack
+    return _msgpack
+
+
 def encode_body(data: Any, codec: bytes = CODEC_JSON) -> bytes:
     """Serialise a value; raises TypeError for anything not representable."""
     if codec == CODEC_JSON:
         return orjson.dumps(data, default=_default, option=orjson.OPT_NON_STR_KEYS)
-    return msgpack.packb(data, default=_default, use_bin_type=True, datetime=False)
+    return msgpack_module().packb(data, default=_default, use_bin_type=True, datetime=False)
 
 
 def decode_body(body: bytes, codec: bytes) -> Any:
     if codec == CODEC_JSON:
         return orjson.loads(body)
     if codec == CODEC_MSGPACK:
-        return msgpack.unpackb(body, raw=False, strict_map_key=False)
+        try:
+            unpackb = msgpack_module().unpackb
+        except Exception as exc:  # a peer's msgpack frame, and no msgpack here
+            raise ProtocolError(f"cannot decode a msgpack frame: {exc}") from exc
+        return unpackb(body, raw=False, strict_map_key=False)
     raise ProtocolError(f"unknown codec {codec!r}")
 
 
@@ -69,6 +90,10 @@ class Signer:
 
     keys: tuple[bytes, ...]
     codec: bytes = CODEC_JSON
+
+    def __post_init__(self) -> None:
+        if self.codec == CODEC_MSGPACK:
+            msgpack_module()  # without the extra: fail when configured, not at the first call
 
     def pack(self, data: Any, limit: int | None = None) -> bytes:
         body = encode_body(data, self.codec)
