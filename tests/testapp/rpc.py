@@ -277,3 +277,37 @@ def where_slow(seconds: float) -> str:
 def login(user: str, password: str) -> None:
     """Always refuses: a failing call whose arguments include a secret."""
     raise PermissionError(f"no such user {user}")
+
+
+# -- local mode (tests/test_local_calls.py): no Redis anywhere -----------------
+LOCAL_EVENTS: list[tuple[str, Any]] = []
+
+
+@subscriber("tests.local_happened", service="audit")
+def local_audit(payload: dict[str, Any]) -> None:
+    LOCAL_EVENTS.append(("audit", payload))
+
+
+@subscriber("tests.local_happened", service="mailer")
+def local_failing(payload: dict[str, Any]) -> None:
+    raise RuntimeError("this handler always fails")
+
+
+@subscriber("tests.local_happened", service="mailer", broadcast=True)
+def local_broadcast(payload: dict[str, Any]) -> None:
+    LOCAL_EVENTS.append(("broadcast", payload))
+
+
+@procedure("tests.locked", lock="tests-local:{key}", timeout=5.0)
+def locked(key: str, seconds: float = 0.0) -> str:
+    time.sleep(seconds)
+    return key
+
+
+@procedure("tests.publish_then_call")
+def publish_then_call(n: int) -> int:
+    """Publishes an event, then calls another procedure: both from inside a call."""
+    from rpcapp import publish
+
+    publish("tests.local_happened", {"n": n})
+    return int(rpc.call("tests.echo", n))
