@@ -22,6 +22,12 @@ from .protocol import encode_body
 MAX_BATCH = 100
 """Calls in one JSON-RPC batch at most."""
 
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS", "TRACE")
+JSON_TYPES = ("application/json",)
+XML_TYPES = ("text/xml", "application/xml")
+"""Body types a cross-site HTML form cannot send (it sends text/plain,
+application/x-www-form-urlencoded or multipart/form-data only)."""
+
 
 class BodyTooLarge(Exception):
     """The request body is over the limit (nothing of it was parsed)."""
@@ -73,11 +79,28 @@ class _CsrfCheck(CsrfViewMiddleware):
 
 
 def csrf_problem(request: HttpRequest, caller: Caller) -> str | None:
-    """Session-authenticated unsafe requests need a CSRF token; Basic ones do not
-    (a browser never adds Basic credentials a page did not ask for)."""
-    if caller.via != "session" or request.method in ("GET", "HEAD", "OPTIONS", "TRACE"):
+    """Why a session-authenticated unsafe request fails Django's CSRF check, or None."""
+    if caller.via != "session" or request.method in SAFE_METHODS:
         return None
     return _CsrfCheck(lambda r: HttpResponse()).process_view(request, lambda r: None, (), {})
+
+
+def forgery_refusal(request: HttpRequest, caller: Caller, body_types: tuple[str, ...] = JSON_TYPES) -> tuple[int, str, str] | None:
+    """(status, code, message) when an unsafe request may come from another
+    site's page, else None. A session request needs its CSRF token (403). A
+    Basic one needs no token, since a browser re-sends cached Basic
+    credentials to any page's form, but must carry a body type that no HTML
+    form can send (415)."""
+    if request.method in SAFE_METHODS:
+        return None
+    if caller.via == "basic":
+        sent = (request.content_type or "").lower()
+        if sent not in body_types:
+            wanted = " or ".join(body_types)
+            return 415, "unsupported_media_type", f"HTTP Basic requests must send Content-Type {wanted} (got {sent or 'none'})"
+        return None
+    problem = csrf_problem(request, caller)
+    return (403, "csrf", f"CSRF check failed: {problem}") if problem else None
 
 
 def max_body() -> int:

@@ -22,7 +22,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from .errors import InvalidParams, RpcError
 from .gateways.access import Refused, resolve
-from .http import BodyTooLarge, Caller, csrf_problem, error_response, identify, json_response, read_body, refusal
+from .http import SAFE_METHODS, BodyTooLarge, Caller, error_response, forgery_refusal, identify, json_response, read_body, refusal
 from .registry import RESERVED
 from .runtime import get_client
 from .signature import _Mismatch, coerce
@@ -72,17 +72,19 @@ def _prepare(request: HttpRequest, name: str, public: bool) -> _Prepared:
     try:
         if not public:
             resolve(get_client(), caller, name)
-            problem = csrf_problem(request, caller)
-            if problem:
-                raise Refused(403, "csrf", f"CSRF check failed: {problem}")
-        if request.method == "GET":
-            out.kwargs = _query_kwargs(request, get_client().describe(name))
+            refused = forgery_refusal(request, caller)
+            if refused:
+                raise Refused(*refused)
+        if request.method in SAFE_METHODS:
+            out.kwargs = _query_kwargs(request, _safe_spec(name))
         else:
             out.args, out.kwargs = _body_arguments(request, name)
         if set(out.kwargs) & set(RESERVED):
             raise InvalidParams(f"{sorted(set(out.kwargs) & set(RESERVED))} are not parameters of {name}", procedure=name)
     except Refused as exc:
         out.response = refusal(exc.status, exc.code, exc.message)
+    except _NotSafe:
+        out.response = HttpResponseNotAllowed(["POST"], content=b'{"error": {"code": "method_not_allowed", "message": "GET runs idempotent procedures only: use POST"}}', content_type="application/json")
     except BodyTooLarge as exc:
         out.response = refusal(413, "payload_too_large", str(exc))
     except orjson.JSONDecodeError:
@@ -90,6 +92,19 @@ def _prepare(request: HttpRequest, name: str, public: bool) -> _Prepared:
     except RpcError as exc:
         out.response = error_response(exc, caller.user)
     return out
+
+
+class _NotSafe(Exception):
+    """A GET (or HEAD) for a procedure that is not idempotent: answered 405."""
+
+
+def _safe_spec(name: str) -> Any:
+    """The spec of ``name`` if a GET may run it: a GET must be safe to repeat
+    and is not CSRF-checked, so only idempotent procedures answer it."""
+    spec = get_client().describe(name)
+    if not spec.idempotent:
+        raise _NotSafe(name)
+    return spec
 
 
 def _body_arguments(request: HttpRequest, name: str) -> tuple[list[Any], dict[str, Any]]:

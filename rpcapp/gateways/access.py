@@ -27,10 +27,13 @@ def resolve(client: Any, caller: Caller, name: Any) -> Spec:
         raise Refused(401, "unauthenticated", caller.problem or "authentication required")
     if not isinstance(name, str) or not name or name.startswith(RESERVED_PREFIXES):
         raise ProcedureNotFound(f"no procedure {name!r}", procedure=str(name))
-    spec = client.describe(name)
-    conf = client.governor.config(spec.service)
+    # Permission first, from the name alone: a caller who may not call the
+    # service gets the same answer whether or not the procedure exists, and
+    # never makes this process look a name up (or cache it).
+    conf = client.governor.config(name.rpartition(".")[0])
     if not may_call(caller.user, conf.allowed_groups):
-        raise Refused(403, "forbidden", f"not allowed to call {name}")
+        raise Refused(403, "forbidden", "not allowed to call this procedure")
+    spec = client.describe(name)
     if not conf.enabled or conf.draining or not conf.procedure(name).enabled:
         raise ServiceUnavailable(f"{name} is disabled in the catalog", procedure=name)
     return spec

@@ -18,7 +18,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed
 from django.views.decorators.csrf import csrf_exempt
 
 from ..errors import InvalidParams, ProcedureNotFound, RpcError, jsonrpc_code
-from ..http import MAX_BATCH, BodyTooLarge, Caller, csrf_problem, error_body, identify, json_response, read_body
+from ..http import MAX_BATCH, BodyTooLarge, Caller, error_body, forgery_refusal, identify, json_response, read_body
 from ..registry import RESERVED
 from ..runtime import get_client
 from .access import Refused, resolve
@@ -130,9 +130,10 @@ def jsonrpc(request: HttpRequest) -> HttpResponse:
     caller = identify(request)
     if caller.user is None:
         return json_response(_error(None, UNAUTHENTICATED, caller.problem, {"code": "unauthenticated"}), 401, {"WWW-Authenticate": 'Basic realm="rpcapp"'})
-    problem = csrf_problem(request, caller)
-    if problem:
-        return json_response(_error(None, FORBIDDEN, f"CSRF check failed: {problem}", {"code": "csrf"}), 403)
+    refused = forgery_refusal(request, caller)
+    if refused:
+        status, code, message = refused
+        return json_response(_error(None, FORBIDDEN if status == 403 else INVALID_REQUEST, message, {"code": code}), status)
     try:
         data = orjson.loads(read_body(request))
     except BodyTooLarge as exc:

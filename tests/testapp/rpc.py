@@ -89,7 +89,7 @@ def big(size: int) -> str:
     return "x" * size
 
 
-@procedure("tests.typed")
+@procedure("tests.typed", idempotent=True)
 def typed(when: dt.datetime, day: dt.date, ident: uuid.UUID, amount: decimal.Decimal, tags: list[str] | None = None) -> dict[str, Any]:
     return {"when": when, "day": day, "ident": ident, "amount": amount, "tags": tags, "types": [type(x).__name__ for x in (when, day, ident, amount)]}
 
