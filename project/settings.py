@@ -2,13 +2,15 @@
 
 SQLite by default; ``DATABASE_URL`` switches to PostgreSQL (or any database
 dj-database-url understands). ``RPCAPP_REDIS_URL`` points at a Redis server;
-without it the embedded one under ``var/`` is used.
+without it the embedded one under ``var/`` is used. The cache (django-redis)
+lives on the same Redis, in database 1 (``DJANGO_CACHE_URL`` overrides it).
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import dj_database_url
 
@@ -80,9 +82,39 @@ LOGIN_URL = "admin:login"
 
 RPCAPP = {
     "NAMESPACE": os.environ.get("RPCAPP_NAMESPACE", "rpcapp"),
+    "CACHE_ALIAS": "default",  # the dashboard's short-lived aggregates
 }
 
-# Celery reads its broker from rpcapp's Redis (see project/celery.py).
+
+def _cache_url(redis_url: str) -> str | None:
+    """rpcapp's Redis URL, database 1 (rpcapp uses 0; ``cache.clear()`` flushes
+    only the cache's own database); None for Sentinel and Cluster URLs, which
+    django-redis does not take as they are."""
+    parts = urlsplit(redis_url)
+    if "+" in parts.scheme:
+        return None
+    if parts.scheme == "unix":
+        query = urlencode({**dict(parse_qsl(parts.query)), "db": "1"})
+        return f"unix://{parts.netloc}{parts.path}?{query}"
+    return urlunsplit(parts._replace(path="/1"))
+
+
+# The address only: nothing here starts the embedded server (rpcapp starts it
+# on first use; until then the cache misses quietly, IGNORE_EXCEPTIONS).
+CACHE_URL = os.environ.get("DJANGO_CACHE_URL") or _cache_url(os.environ.get("RPCAPP_REDIS_URL") or f"unix://{BASE_DIR / 'var' / 'redis.sock'}")
+CACHES = {
+    "default": {
+        "BACKEND": "django_redis.cache.RedisCache",
+        "LOCATION": CACHE_URL,
+        "KEY_PREFIX": "demo",
+        "OPTIONS": {"IGNORE_EXCEPTIONS": True, "SOCKET_CONNECT_TIMEOUT": 1, "SOCKET_TIMEOUT": 1},
+    }
+    if CACHE_URL
+    else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+}
+
+# Celery reads its broker from rpcapp's Redis (see project/celery.py). Celery is
+# optional: without beat, the runrpcworker processes run the same maintenance.
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_BEAT_SCHEDULE = {
     "rpcapp-reap-providers": {"task": "rpcapp.tasks.reap_providers", "schedule": 10.0},

@@ -31,3 +31,6 @@ LOGGING = {"version": 1, "disable_existing_loggers": False}
 # The tests call the Celery tasks as functions: no broker, and above all no
 # embedded Redis started just to configure Celery.
 CELERY_BROKER_URL = "memory://"
+
+# No cache server for the tests: the demo's django-redis cache becomes a local one.
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}

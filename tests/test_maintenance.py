@@ -180,3 +180,33 @@ def test_runrpcworker_processes_do_the_maintenance_and_their_provider_rows(proce
     assert rows == [("dead",)], processes.log(first)
     info = [orjson.loads(v) for v in client.transport.providers_info("calculator").values()]
     assert pid not in [i["pid"] for i in info]
+
+
+# -- the dashboard's aggregates in Django's cache ----------------------------------------------
+def _add_rollup(procedure: str) -> None:
+    CallRollup.objects.create(procedure=procedure, minute=timezone.now().replace(second=0, microsecond=0), count=3, b0=3)
+
+
+def test_the_dashboard_aggregates_are_kept_briefly_in_the_django_cache(settings: Any, rpc_conf: dict[str, Any], admin_client: Any) -> None:
+    from django.core.cache import caches
+
+    settings.CACHES = {**settings.CACHES, "rpc": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "rpc-test"}}
+    settings.RPCAPP = {**rpc_conf, "CACHE_ALIAS": "rpc", "DASHBOARD_CACHE_TTL": 60}
+    url = reverse("rpcapp:dashboard-data")
+    assert admin_client.get(url).json()["procedures"] == []
+    _add_rollup("p.cached")
+    assert admin_client.get(url).json()["procedures"] == []  # the cached answer, for a few seconds
+    assert [p["procedure"] for p in admin_client.get(url, {"range": "day", "sort": "calls"}).json()["procedures"]] == []  # hourly rows: none
+    assert [p["procedure"] for p in admin_client.get(url, {"sort": "calls"}).json()["procedures"]] == ["p.cached"]  # another filter
+    caches["rpc"].clear()
+    assert [p["procedure"] for p in admin_client.get(url).json()["procedures"]] == ["p.cached"]
+
+
+def test_a_cache_whose_server_is_away_does_not_break_the_dashboard(settings: Any, rpc_conf: dict[str, Any], admin_client: Any) -> None:
+    from rpcapp.testing import free_port
+
+    settings.CACHES = {"default": {"BACKEND": "django_redis.cache.RedisCache", "LOCATION": f"redis://127.0.0.1:{free_port()}/1"}}
+    settings.RPCAPP = {**rpc_conf, "DASHBOARD_CACHE_TTL": 5}
+    _add_rollup("p.nocache")
+    answer = admin_client.get(reverse("rpcapp:dashboard-data"))
+    assert answer.status_code == 200 and [p["procedure"] for p in answer.json()["procedures"]] == ["p.nocache"]

@@ -4,16 +4,24 @@
 minutes (an indexed range); the charts and the procedure table come from
 the per-minute rollups, summed by the database per minute (last hour), per
 ten minutes (last day, from per-minute sums) or per hour (last week).
+:func:`cached` keeps each answer a few seconds (``DASHBOARD_CACHE_TTL``) in
+the project's Django cache (``CACHE_ALIAS``), keyed by the filter, so many
+open dashboards cost the database one query set per filter.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+import hashlib
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
 
+from django.core.cache import caches
 from django.db.models import Count, F, Q, QuerySet, Sum
 from django.utils import timezone
 
+from .. import conf
 from ..history import BUCKETS_MS, percentile
 from ..models import CallRecord, CallRollup
 
@@ -21,6 +29,33 @@ RANGES = {"hour": (dt.timedelta(hours=1), 1), "day": (dt.timedelta(days=1), 10),
 """range -> (span, minutes per chart point)."""
 NOW_WINDOW = dt.timedelta(minutes=5)
 BUCKETS = CallRollup.BUCKET_FIELDS
+
+log = logging.getLogger("rpcapp.dashboard")
+T = TypeVar("T")
+
+
+def cached(name: str, compute: Callable[[], T], *filters: Any) -> T:
+    """``compute()``, kept ``DASHBOARD_CACHE_TTL`` seconds in the Django cache
+    ``CACHE_ALIAS`` under the namespace, ``name`` and ``filters``. A cache that
+    fails (its server away) is logged and skipped: the page is computed."""
+    c = conf.get()
+    if not c.DASHBOARD_CACHE_TTL:
+        return compute()
+    digest = hashlib.sha1(repr(filters).encode()).hexdigest()[:16]
+    key = f"rpcapp:{c.NAMESPACE}:dashboard:{name}:{digest}"
+    try:
+        cache = caches[c.CACHE_ALIAS]
+        value = cache.get(key)
+    except Exception as exc:  # any backend's error (django-redis: a Redis error)
+        log.warning("dashboard cache %r unusable: %s", c.CACHE_ALIAS, exc)
+        return compute()
+    if value is None:
+        value = compute()
+        try:
+            cache.set(key, value, c.DASHBOARD_CACHE_TTL)
+        except Exception as exc:
+            log.warning("dashboard cache %r unusable: %s", c.CACHE_ALIAS, exc)
+    return value  # type: ignore[no-any-return]
 
 
 def now_cards(now: dt.datetime | None = None) -> dict[str, Any]:

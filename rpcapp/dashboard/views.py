@@ -40,10 +40,11 @@ def _range(request: HttpRequest) -> str:
 def _data(request: HttpRequest) -> dict[str, Any]:
     range_name = _range(request)
     procedure = request.GET.get("procedure") or None
+    sort = request.GET.get("sort", "p95")
     return {
-        "cards": queries.now_cards(),
-        "series": queries.series(range_name, procedure),
-        "procedures": queries.procedure_table(range_name, request.GET.get("sort", "p95")),
+        "cards": queries.cached("cards", queries.now_cards),
+        "series": queries.cached("series", lambda: queries.series(range_name, procedure), range_name, procedure),
+        "procedures": queries.cached("procedures", lambda: queries.procedure_table(range_name, sort), range_name, sort),
         "providers": _providers(),
         "range": range_name,
         "procedure": procedure or "",
@@ -53,7 +54,7 @@ def _data(request: HttpRequest) -> dict[str, Any]:
 
 @staff_member_required
 def dashboard(request: HttpRequest) -> HttpResponse:
-    context = {**_data(request), "ranges": list(queries.RANGES), "all_procedures": queries.procedures_seen(), "sort": request.GET.get("sort", "p95")}
+    context = {**_data(request), "ranges": list(queries.RANGES), "all_procedures": queries.cached("procedures_seen", queries.procedures_seen), "sort": request.GET.get("sort", "p95")}
     return render(request, "rpcapp/dashboard/overview.html", context)
 
 
