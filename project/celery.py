@@ -1,4 +1,8 @@
-"""Celery for the demo project: the broker is rpcapp's Redis (embedded or not)."""
+"""Celery for the demo project: the broker is rpcapp's Redis (embedded or not).
+
+Beat runs rpcapp's maintenance here (settings.CELERY_BEAT_SCHEDULE); without
+Celery the runrpcworker processes run the same jobs under the same locks.
+"""
 
 from __future__ import annotations
 

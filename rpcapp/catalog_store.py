@@ -6,7 +6,9 @@ affected services' configs to Redis and announces them, where every
 process's ``CatalogCache`` picks them up (layer 2); ``runrpcworker`` also
 pushes the whole catalog every ``CATALOG_REFRESH / 2`` seconds, for changes
 that bypass signals (``QuerySet.update()``, raw SQL). Nothing on the call
-path reads the database.
+path reads the database. Provider rows follow Redis: each worker writes its
+own (``rpcapp.maintenance.WorkerDuties``) and :func:`refresh_providers`
+(the ``reap_providers`` job, the admin's provider list) the rest.
 """
 
 from __future__ import annotations

@@ -6,9 +6,10 @@ and never touches the reply); callers append timeouts and late replies.
 :class:`Recorder` (a thread of every ``runrpcworker``; competing consumers of
 the group ``recorders``) reads them in batches and bulk-writes
 ``CallRecord`` rows, merging the caller's and the worker's view of a call,
-and keeps the Prometheus counters of ``/metrics`` in Redis. Celery beat runs
-:func:`roll_up` (per-minute ``CallRollup`` rows with a latency histogram)
-and :func:`prune`.
+and keeps the Prometheus counters of ``/metrics`` in Redis. The maintenance
+(``rpcapp.maintenance``: the workers in turn, ``rpcmaintain`` or Celery
+beat) runs :func:`roll_up` (per-minute ``CallRollup`` rows with a latency
+histogram) and :func:`prune`.
 """
 
 from __future__ import annotations
@@ -193,7 +194,7 @@ def record_now(transport: Any | None = None) -> int:
     return recorder.records
 
 
-# -- rollups and pruning (Celery beat) ----------------------------------------------
+# -- rollups and pruning (rpcapp.maintenance) -------------------------------------------
 def roll_up(since: dt.datetime | None = None) -> int:
     """Recompute the per-minute rollups from ``since`` (default: a few minutes
     before the last rollup, or the oldest record); returns the rows written."""

@@ -3,7 +3,7 @@
 ``publish(..., on_commit=True)`` and :func:`notify_on_commit` write a row in
 the current transaction and relay it once the transaction commits: a
 rollback sends nothing, and a row that could not be sent (Redis away) stays
-until :func:`relay` (run by the ``rpcapp.tasks.relay_outbox`` Celery task)
+until :func:`relay` (the ``relay_outbox`` job of ``rpcapp.maintenance``)
 sends it. Delivery is at least once: a relay that dies between sending and
 deleting a row sends it again; an event keeps its id across such repeats.
 """
