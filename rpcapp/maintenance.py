@@ -218,7 +218,7 @@ class Schedule:
     def _claim(name: str, period: float) -> bool:
         return RedLock(f"rpcapp:turn:{name}", ttl=period).acquire(blocking=False)
 
-    def run_round(self, report: Callable[[Outcome], None] | None = None) -> None:
+    def run_round(self, report: Callable[[Outcome], Any] | None = None) -> None:
         """One :meth:`run_due` now, each outcome reported (logged by default); never raises."""
         try:
             for outcome in self.run_due():
@@ -226,7 +226,7 @@ class Schedule:
         except Exception:  # a round never takes its loop down
             log.exception("maintenance round failed")
 
-    def loop(self, stop: threading.Event, tick: float = 1.0, report: Callable[[Outcome], None] | None = None) -> None:
+    def loop(self, stop: threading.Event, tick: float = 1.0, report: Callable[[Outcome], Any] | None = None) -> None:
         """Run due jobs every ``tick`` seconds until ``stop`` is set."""
         self.run_round(report)
         while not stop.wait(tick):
