@@ -8,12 +8,13 @@ connection per call).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import socket
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
@@ -98,6 +99,25 @@ def pack_request(signer: Signer, req: Request, limit: int) -> bytes:
         raise InvalidParams(f"arguments cannot be encoded: {exc}", procedure=req.procedure) from None
 
 
+def gather_items(calls: Iterable[Sequence[Any]]) -> list[tuple[str, tuple[Any, ...], dict[str, Any]]]:
+    """``gather``'s ``(name, args[, kwargs])`` items as ``(name, args, kwargs)``."""
+    return [(item[0], tuple(item[1]) if len(item) > 1 else (), dict(item[2]) if len(item) > 2 else {}) for item in calls]
+
+
+def collect(outcomes: Iterable[Callable[[], Any]], return_exceptions: bool) -> list[Any]:
+    """Each outcome's value, in order; the first RpcError is raised, or with
+    ``return_exceptions`` put in its place."""
+    results: list[Any] = []
+    for outcome in outcomes:
+        try:
+            results.append(outcome())
+        except RpcError as exc:
+            if not return_exceptions:
+                raise
+            results.append(exc)
+    return results
+
+
 class Client:
     """Calls procedures through Redis. Thread-safe; one per process is plenty."""
 
@@ -149,21 +169,9 @@ class Client:
 
     def gather(self, calls: Iterable[Sequence[Any]], *, timeout: float | None = None, return_exceptions: bool = False) -> list[Any]:
         """Send every call (in one round trip), then wait for all; results in order."""
-        batch = []
-        for item in calls:
-            name, args = item[0], tuple(item[1]) if len(item) > 1 else ()
-            kwargs = dict(item[2]) if len(item) > 2 else {}
-            batch.append((name, args, kwargs, timeout, None))
+        batch = [(name, args, kwargs, timeout, None) for name, args, kwargs in gather_items(calls)]
         futures = self._send_all(batch, inline=True)
-        results: list[Any] = []
-        for (name, *_), fut in zip(batch, futures, strict=True):
-            try:
-                results.append(self._wait(fut, name))
-            except RpcError as exc:
-                if not return_exceptions:
-                    raise
-                results.append(exc)
-        return results
+        return collect([functools.partial(self._wait, fut, name) for (name, *_), fut in zip(batch, futures, strict=True)], return_exceptions)
 
     def notify(self, name: str, /, *args: Any, **kwargs: Any) -> None:
         """Queue a call that gets no reply; returns once it is queued."""

@@ -19,6 +19,7 @@ reply is); one whose deadline passed before it started is not run.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import threading
 import uuid
@@ -27,7 +28,7 @@ from concurrent.futures import Future
 from typing import Any, cast
 
 from .catalog import UNLISTED, ServiceConfig
-from .client import ClientSettings, ServiceProxy, deadline_for, new_request, pack_request
+from .client import ClientSettings, ServiceProxy, collect, deadline_for, gather_items, new_request, pack_request
 from .errors import InvalidParams, ProcedureNotFound, RpcError, RpcTimeout, ServiceUnavailable
 from .events import Publisher
 from .protocol import Event, Request, Signer, decode_message, derive_key, now_ms
@@ -87,18 +88,11 @@ class LocalClient:
     def gather(self, calls: Iterable[Sequence[Any]], *, timeout: float | None = None, return_exceptions: bool = False) -> list[Any]:
         """Run each ``(name, args[, kwargs])`` in order; ``timeout`` is one shared deadline."""
         end = None if timeout is None else now_ms() + int(timeout * 1000)
-        results: list[Any] = []
-        for item in calls:
-            name, args = item[0], tuple(item[1]) if len(item) > 1 else ()
-            kwargs = dict(item[2]) if len(item) > 2 else {}
-            left = None if end is None else max(0, end - now_ms()) / 1000
-            try:
-                results.append(self.call(name, *args, timeout=left, **kwargs))
-            except RpcError as exc:
-                if not return_exceptions:
-                    raise
-                results.append(exc)
-        return results
+
+        def run(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+            return self.call(name, *args, timeout=None if end is None else max(0, end - now_ms()) / 1000, **kwargs)
+
+        return collect([functools.partial(run, *item) for item in gather_items(calls)], return_exceptions)
 
     def notify(self, name: str, /, *args: Any, **kwargs: Any) -> None:
         """Run ``name`` now, without a reply: a failure is logged, never raised

@@ -18,15 +18,7 @@ from django.test import SimpleTestCase
 
 import rpcapp
 from rpcapp import rpc, runtime
-from rpcapp.errors import (
-    InvalidParams,
-    PayloadTooLarge,
-    ProcedureNotFound,
-    RemoteError,
-    RpcError,
-    RpcTimeout,
-    ServiceUnavailable,
-)
+from rpcapp.errors import InvalidParams, PayloadTooLarge, ProcedureNotFound, RemoteError, RpcError, RpcTimeout, ServiceUnavailable
 from rpcapp.local import LocalClient
 from rpcapp.testing import free_port, local_calls
 from tests.testapp import rpc as procs

@@ -167,10 +167,10 @@ class Executor(Runner):
         registry: Registry,
         limits: Limits,
         provider: str,
-        hooks: list[Any] | None = None,
-        lock_factory: Callable[[str, float], Any] | None = None,
+        *options: Any,
     ) -> None:
-        super().__init__(signer, registry, limits, provider, hooks, lock_factory)
+        """``options``: the hooks and the lock factory, as for :class:`Runner`."""
+        super().__init__(signer, registry, limits, provider, *options)
         self.transport = transport
         self.calls_served = 0
         self._unfinished: list[Finish] = []
