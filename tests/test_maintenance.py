@@ -210,3 +210,23 @@ def test_a_cache_whose_server_is_away_does_not_break_the_dashboard(settings: Any
     _add_rollup("p.nocache")
     answer = admin_client.get(reverse("rpcapp:dashboard-data"))
     assert answer.status_code == 200 and [p["procedure"] for p in answer.json()["procedures"]] == ["p.nocache"]
+
+
+def test_rpcmaintain_runs_until_sigterm(processes: Processes, tmp_path: Path, monkeypatch: Any) -> None:
+    db = tmp_path / "cron.sqlite3"
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{db}")
+    processes.conf["MAINTENANCE_PERIODS"] = SHORT
+    env = processes.env()
+    subprocess.run([sys.executable, str(ROOT / "manage.py"), "migrate", "-v", "0"], cwd=ROOT, env=env, check=True, timeout=120)
+    log = tmp_path / "rpcmaintain.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-u", str(ROOT / "manage.py"), "rpcmaintain", "--tick", "0.1"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: "roll_up_calls:" in log.read_text(), 20, 0.1, "a first round")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    text = log.read_text()
+    assert "rpcmaintain stopped" in text and all(f"{job}:" in text for job in maintenance.JOBS), text
