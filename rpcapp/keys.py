@@ -158,6 +158,14 @@ def reply(ns: str, client_id: str) -> str:
     return f"{ns}:reply:{{{client_id}}}"
 
 
+def is_reply(ns: str, key: str) -> bool:
+    """True if ``key`` is a reply list of namespace ``ns`` (what a signed
+    request may name as ``reply_to``; a worker writes to nothing else)."""
+    prefix = f"{ns}:reply:{{"
+    inner = key[len(prefix) : -1]
+    return key.startswith(prefix) and key.endswith("}") and bool(inner) and "{" not in inner and "}" not in inner
+
+
 def pattern(ns: str) -> str:
     """A SCAN pattern matching every key of a namespace."""
     return f"{ns}:*"

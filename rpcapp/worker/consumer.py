@@ -28,6 +28,7 @@ from ..protocol import Signer, now_ms
 from ..records import DEFAULT_REDACT
 from ..registry import Registry
 from ..transport import MissingGroup, Transport
+from . import fields as fields_
 from .broadcast import BroadcastListener
 from .executor import Executor, Limits
 from .hooks import run_hooks
@@ -65,10 +66,8 @@ class WorkerSettings:
 
 
 def _age(entry: tuple[str, str, dict[bytes, bytes]]) -> int:
-    """When a request was first queued (ms): its ``t`` field if it was given
-    back before, else the time in its stream entry id."""
-    born = entry[2].get(b"t")
-    return int(born) if born else int(entry[1].split("-", 1)[0])
+    """When a request was first queued (ms); see :func:`fields.born`."""
+    return fields_.born(entry[1], entry[2])
 
 
 def provider_id() -> str:
@@ -247,7 +246,7 @@ class Worker:
             n = len(self.routes)
             entries = sorted(entries, key=lambda e: (_age(e), (self.routes.index(e[0]) - self._turn) % n))
         for service, entry_id, fields in entries[keep:]:
-            deliveries = int(fields.get(b"n", b"1"))
+            deliveries = fields_.deliveries(fields)
             try:
                 self.transport.requeue(
                     service, entry_id, fields.get(b"m", b""), deliveries, self.settings.max_queue_length, _age(("", entry_id, fields))

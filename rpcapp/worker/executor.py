@@ -29,6 +29,7 @@ from ..errors import (
     RpcError,
     TransportError,
 )
+from ..keys import is_reply
 from ..protocol import Event, Request, Signer, decode_message, now_ms, reply_error, reply_ok
 from ..records import DEFAULT_REDACT, encode, preview, replayable
 from ..registry import Registry
@@ -230,6 +231,9 @@ class Executor(Runner):
             return
         if isinstance(req, Event):
             self.events.handle(service, entry_id, req)
+            return
+        if req.reply_to is not None and not is_reply(self.transport.ns, req.reply_to):
+            self.reject(service, entry_id, raw, f"rejected: reply_to {req.reply_to[:200]!r} is not a reply list of this namespace")
             return
         if req.expired:
             self.finish(service, entry_id, None, None)

@@ -23,6 +23,7 @@ from ..errors import PayloadTooLarge, ProtocolError, WorkerLost
 from ..keys import base, inbox_route, provider_of
 from ..protocol import Event, Request, decode_message, now_ms, reply_error
 from ..transport import MissingGroup
+from . import fields as fields_
 from .executor import Executor
 
 log = logging.getLogger("rpcapp.recovery")
@@ -98,7 +99,7 @@ class Recovery:
         while True:
             batch = self.transport.take_unread(route, reader)
             for entry_id, fields in batch:
-                deliveries = int(fields.get(b"n", b"1"))
+                deliveries = fields_.deliveries(fields)
                 self.transport.requeue_to(route, base(route), entry_id, fields.get(b"m", b""), deliveries, self.max_queue_length)
                 moved += 1
             if len(batch) < 100:
@@ -110,7 +111,7 @@ class Recovery:
             self.transport.ack(service, entry_id)
             return
         raw = fields.get(b"m", b"")
-        deliveries = int(fields.get(b"n", b"1"))
+        deliveries = fields_.deliveries(fields)
         try:
             req = decode_message(self.ex.signer.unpack(raw, self.ex.limits.max_request_bytes))
         except (ProtocolError, PayloadTooLarge) as exc:
@@ -159,7 +160,7 @@ class Recovery:
 
     def _answer_lost(self, req: Request, message: str, reply: bool = True) -> None:
         answer = reply_error(req.id, WorkerLost(message).to_wire(), provider=self.me)
-        if reply and req.reply_to:
+        if reply and req.reply_to and keys.is_reply(self.transport.ns, req.reply_to):
             self.transport.send_replies([(req.reply_to, self.ex.signer.pack(answer))], self.ex.limits.reply_ttl)
         if req.idempotency_key:
             waiters = self.transport.release_idempotency(req.procedure, req.idempotency_key, req.id)

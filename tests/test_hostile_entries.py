@@ -1,0 +1,46 @@
+"""Entries written into Redis by someone with write access but without the
+signing key (DESIGN 14): they never stop a worker, and a signed request
+cannot send its reply to a key outside the namespace's reply lists."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+
+from rpcapp import keys
+from rpcapp.testing import wait_for
+
+
+def test_junk_t_fields_do_not_stop_the_worker(rpc_conf: dict[str, Any], redis_server: Any, worker: Any, client: Any) -> None:
+    # given: unsigned entries with a junk "t" field flooded into the service's request streams
+    raw = redis.Redis(port=redis_server.port)
+    ns = rpc_conf["NAMESPACE"]
+    streams = [keys.requests(ns, "tests"), keys.requests(ns, keys.inbox_route("tests", worker.name))]
+    for junk in (b"x", b"", b"1e300", b"-5", b"99999999999999999999999999"):
+        for stream in streams:
+            for _ in range(10):
+                raw.xadd(stream, {b"m": b"junk", b"t": junk, b"n": junk})
+    # when / then: legitimate calls are still answered
+    for i in range(5):
+        assert client.call("tests.echo", i, timeout=5) == i
+    # and the junk was dead-lettered, not left pending
+    wait_for(lambda: raw.xlen(keys.dead_letters(rpc_conf["NAMESPACE"], "tests")) >= 100, 5)
+
+
+def test_reply_to_must_be_a_reply_list_of_the_namespace(rpc_conf: dict[str, Any], redis_server: Any, worker: Any, client: Any) -> None:
+    # given: a signed request (the client's own, as a worker would get it) re-targeted to another key
+    from rpcapp.protocol import Request, now_ms
+
+    raw = redis.Redis(port=redis_server.port)
+    ns = rpc_conf["NAMESPACE"]
+    victim = f"{ns}:{{tests}}:stats"
+    req = Request(procedure="tests.echo", args=[1], kwargs={}, deadline=now_ms() + 5000, reply_to=victim, id="evil-1")
+    frame = client.signer.pack(req.to_wire())
+    raw.xadd(keys.requests(ns, "tests"), {b"m": frame})
+    # when: the worker takes it
+    wait_for(lambda: raw.xlen(keys.dead_letters(ns, "tests")) >= 1, 5)
+    # then: it never wrote to the key it named, and it never ran
+    assert raw.type(victim) in (b"none", b"hash")
+    assert worker.executor.calls_served == 0
+    assert client.call("tests.echo", 2, timeout=5) == 2
