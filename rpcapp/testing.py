@@ -155,13 +155,16 @@ def local_calls(registry: Registry | None = None) -> Iterator[LocalClient]:
         yield client
 
 
-def clear_namespace(server: RedisServer, namespace: str) -> None:
-    """Delete every key under ``namespace`` on ``server`` (a test's leftovers)."""
+def clear_namespace(server: RedisServer, namespace: str, pattern: str | None = None) -> None:
+    """Delete every key under ``namespace`` (or matching ``pattern``) on
+    ``server``: a test's leftovers. A server that is gone is left alone."""
     client = redis.Redis(port=server.port, socket_timeout=2)
     try:
-        doomed = list(client.scan_iter(match=f"{namespace}:*", count=1000))
+        doomed = list(client.scan_iter(match=pattern or f"{namespace}:*", count=1000))
         if doomed:
             client.delete(*doomed)
+    except (redis.exceptions.RedisError, OSError):
+        pass
     finally:
         client.close()
 

@@ -17,12 +17,11 @@ from typing import Any
 
 import psutil
 import pytest
-import redis
 
 from rpcapp import runtime
 from rpcapp.errors import RpcError
 from rpcapp.protocol import now_ms
-from rpcapp.testing import RedisServer, running_worker, wait_for
+from rpcapp.testing import RedisServer, clear_namespace, running_worker, wait_for
 from rpcapp.transport import TransportError
 from rpcapp.worker import Worker
 
@@ -58,7 +57,7 @@ def rpc_conf(settings: Any, monkeypatch: Any, redis_server: RedisServer) -> Iter
     conf = _configure(settings, monkeypatch, redis_server.url)
     yield conf
     runtime.reset()
-    _clean(redis_server, conf["NAMESPACE"])
+    clear_namespace(redis_server, conf["NAMESPACE"])
 
 
 @pytest.fixture
@@ -66,18 +65,6 @@ def own_conf(settings: Any, monkeypatch: Any, own_redis: RedisServer) -> Iterato
     conf = _configure(settings, monkeypatch, own_redis.url)
     yield conf
     runtime.reset()
-
-
-def _clean(server: RedisServer, namespace: str) -> None:
-    client = redis.Redis(port=server.port, socket_timeout=2)
-    try:
-        batch = list(client.scan_iter(match=f"{namespace}:*", count=1000))
-        if batch:
-            client.delete(*batch)
-    except (redis.exceptions.RedisError, OSError):
-        pass
-    finally:
-        client.close()
 
 
 @pytest.fixture

@@ -28,7 +28,7 @@ from rpcapp import procedure
 from rpcapp.errors import LockNotAcquired, RemoteError
 from rpcapp.redlock import RedLock
 from rpcapp.registry import Registry
-from rpcapp.testing import RedisServer, running_worker
+from rpcapp.testing import RedisServer, clear_namespace, running_worker
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -68,13 +68,7 @@ def ns(redis_server: RedisServer) -> Iterator[str]:
     """A fresh namespace on the session's Redis, its keys deleted at the end."""
     namespace = "t" + uuid.uuid4().hex[:10]
     yield namespace
-    client = redis.Redis(port=redis_server.port, socket_timeout=2)
-    try:
-        batch = list(client.scan_iter(match=f"*{namespace}*", count=1000))
-        if batch:
-            client.delete(*batch)
-    finally:
-        client.close()
+    clear_namespace(redis_server, namespace, f"*{namespace}*")
 
 
 @pytest.fixture
