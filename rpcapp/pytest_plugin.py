@@ -18,6 +18,7 @@ so the plugin costs nothing in a project that does not use it.
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -32,8 +33,10 @@ def rpcapp_redis() -> Iterator[Any]:
 
     try:
         binary = redis_binary()
-    except RuntimeError as exc:
+    except Exception as exc:  # noqa: BLE001  (ImproperlyConfigured or MissingExtra, naming the extra)
         pytest.skip(f"rpcapp_redis: {exc} (or set $RPCAPP_TEST_REDIS_SERVER, or put redis-server on PATH)")
+    if not os.path.isfile(binary):
+        pytest.fail(f"rpcapp_redis: no redis-server at {binary!r} ($RPCAPP_TEST_REDIS_SERVER)", pytrace=False)
     with RedisServer(binary) as server:
         yield server
 

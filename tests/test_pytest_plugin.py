@@ -168,3 +168,12 @@ def test_the_plugin_is_harmless_where_unused(pytester: pytest.Pytester) -> None:
     result.assert_outcomes(passed=1)
     listed = pytester.runpytest_subprocess("-p", "no:django", "--fixtures")
     listed.stdout.fnmatch_lines(["rpcapp_redis*session*", "rpcapp_settings*", "rpcapp_worker*", "rpcapp_local*"])
+
+
+def test_a_wrong_server_binary_is_named(project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RPCAPP_TEST_REDIS_SERVER", "/nowhere/redis-server")
+    project.makeini("[pytest]\nDJANGO_SETTINGS_MODULE = user_settings\npythonpath = .\n")
+    project.makepyfile(test_shop="def test_call(rpcapp_worker):\n    pass\n")
+    result = project.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:randomly", timeout=120)
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*rpcapp_redis: no redis-server at '/nowhere/redis-server'*"])
