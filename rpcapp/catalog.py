@@ -26,6 +26,8 @@ log = logging.getLogger("rpcapp.catalog")
 
 POLICIES = ("queue", "round_robin", "random", "weighted", "least_busy", "consistent_hash")
 PERIODS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+MAX_ENTRIES = 1024
+"""Service configs a process keeps in memory at most (the oldest read goes first)."""
 
 
 def parse_rate(text: str | None) -> tuple[int, float] | None:
@@ -147,6 +149,8 @@ class CatalogCache:
         # (e.g. while the subscription was reconnecting).
         with self._lock:
             if generation == self._generation:
+                if len(self._entries) >= MAX_ENTRIES and name not in self._entries:
+                    self._entries.pop(next(iter(self._entries)))  # bounded whatever names callers send
                 self._entries[name] = (time.monotonic() + (self.refresh if self._subscribed.is_set() else 1.0), config)
         return config
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import context, keys
+from .cache import ExpiringLru
 from .errors import (
     InvalidParams,
     ProcedureNotFound,
@@ -44,6 +45,34 @@ log = logging.getLogger("rpcapp.client")
 
 REGISTRATION_WAIT_MS = 1500
 """How long a call waits for a provider to register when none is known at all."""
+
+
+SPEC_CACHE_SIZE = 1024
+"""Procedure specs a client keeps in memory at most (least recently used go first)."""
+MISS_CACHE_SIZE = 256
+MISS_TTL = 1.0
+"""Unknown names a client remembers at most, and for how long (sparing Redis a lookup)."""
+MAX_NAME_CHARS = 200
+"""A longer procedure name is refused (ProcedureNotFound) without a lookup."""
+
+
+def plausible_name(name: object) -> bool:
+    """True if ``name`` could be a procedure's: ``service.method``, at most
+    ``MAX_NAME_CHARS`` characters, no whitespace or control characters, and
+    none of ``@{}`` in the service part."""
+    if not isinstance(name, str) or len(name) > MAX_NAME_CHARS or not name.isprintable() or any(c.isspace() for c in name):
+        return False
+    try:
+        keys.service_of(name)
+    except ValueError:
+        return False
+    return True
+
+
+def _shown(name: object) -> str:
+    """``name`` for a message, cut short."""
+    text = repr(name)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 @dataclass(frozen=True)
@@ -134,7 +163,8 @@ class Client:
         self.registry = registry if registry is not None else default_registry
         self.late_replies = 0
         self.rejected_replies = 0
-        self._spec_cache: dict[str, tuple[float, Spec | None]] = {}
+        self._spec_cache: ExpiringLru[Spec] = ExpiringLru(SPEC_CACHE_SIZE, self.settings.spec_cache_ttl)
+        self._spec_misses: ExpiringLru[bool] = ExpiringLru(MISS_CACHE_SIZE, MISS_TTL)
         self._live_cache: dict[str, tuple[float, int]] = {}
         self._listener: ReplyListener | None = None
         self._lock = threading.Lock()
@@ -475,25 +505,27 @@ class Client:
         return bool(cached and cached[0] > time.monotonic() and cached[1] == -1)
 
     def _spec(self, name: str) -> Spec:
+        """The spec of ``name``: this process's code, else the bounded cache,
+        else Redis. A name that cannot be a procedure's is refused without a
+        lookup; an unknown one is remembered for ``MISS_TTL`` (sparing Redis)."""
         local = self.registry.find(name)
         if local is not None:
             return local.spec
-        now = time.monotonic()
-        cached = self._spec_cache.get(name)
-        if cached is None or cached[0] <= now:
-            try:
-                keys.service_of(name)
-                raw = self.transport.get_spec(name)
-            except ValueError:
-                raw = None
-            except TransportError as exc:
-                raise ServiceUnavailable(exc.message, procedure=name) from None
-            spec = self._verified_spec(name, raw)
-            cached = (now + (self.settings.spec_cache_ttl if spec else 1.0), spec)
-            self._spec_cache[name] = cached
-        if cached[1] is None:
+        spec = self._spec_cache.get(name)
+        if spec is not None:
+            return spec
+        if not plausible_name(name) or self._spec_misses.get(name):
+            raise ProcedureNotFound(f"no procedure {_shown(name)}", procedure=name[:MAX_NAME_CHARS])
+        try:
+            raw = self.transport.get_spec(name)
+        except TransportError as exc:
+            raise ServiceUnavailable(exc.message, procedure=name) from None
+        spec = self._verified_spec(name, raw)
+        if spec is None:
+            self._spec_misses.put(name, True)
             raise ProcedureNotFound(f"no procedure {name!r}", procedure=name)
-        return cached[1]
+        self._spec_cache.put(name, spec)
+        return spec
 
     def _verified_spec(self, name: str, raw: bytes | None) -> Spec | None:
         if not raw:
