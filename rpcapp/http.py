@@ -95,6 +95,8 @@ def forgery_refusal(request: HttpRequest, caller: Caller, body_types: tuple[str,
         return None
     if caller.via == "basic":
         sent = (request.content_type or "").lower()
+        if not sent and request.META.get("CONTENT_LENGTH") in (None, "", "0"):
+            return None  # no body at all: nothing a form could have sent, nothing to run
         if sent not in body_types:
             wanted = " or ".join(body_types)
             return 415, "unsupported_media_type", f"HTTP Basic requests must send Content-Type {wanted} (got {sent or 'none'})"

@@ -27,7 +27,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed
 from django.views.decorators.csrf import csrf_exempt
 
 from ..errors import RpcError, jsonrpc_code
-from ..http import MAX_BATCH, BodyTooLarge, Caller, csrf_problem, identify, read_body
+from ..http import MAX_BATCH, XML_TYPES, BodyTooLarge, Caller, forgery_refusal, identify, read_body
 from ..runtime import get_client
 from .access import Refused, callable_specs, resolve
 
@@ -170,10 +170,11 @@ def xmlrpc_endpoint(request: HttpRequest) -> HttpResponse:
         response.status_code = 401
         response["WWW-Authenticate"] = 'Basic realm="rpcapp"'
         return response
-    problem = csrf_problem(request, caller)
-    if problem:
-        response = _fault(-32012, f"csrf: {problem}")
-        response.status_code = 403
+    refused = forgery_refusal(request, caller, XML_TYPES)
+    if refused:
+        status, code, message = refused
+        response = _fault(-32012 if status == 403 else -32600, f"{code}: {message}")
+        response.status_code = status
         return response
     try:
         params, method = _parse(read_body(request))
