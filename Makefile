@@ -41,6 +41,7 @@ run: setup  ## run web, RPC workers, Celery worker and beat, embedded Redis
 	@echo "  rpcapp demo"
 	@echo "  site:       http://$(HOST):$(PORT)/"
 	@echo "  admin:      http://$(HOST):$(PORT)/admin/   (login: admin / admin)"
+	@echo "  dashboard:  http://$(HOST):$(PORT)/rpc/dashboard/"
 	@echo "  redis:      $$($(BIN)/python manage.py rpcredis url)"
 	@echo "  stop with Ctrl-C"
 	@echo ""
