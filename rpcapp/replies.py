@@ -225,7 +225,8 @@ class ReplyListener(threading.Thread):
                 self._expired[call_id] = (time.monotonic() + self.client.settings.reply_ttl, procedure)
             self._needed.notify()
         if getattr(fut, "rpc_sent", False):
-            complete(fut, exc=RpcTimeout("no reply before the deadline", procedure=procedure, call_id=call_id))
+            timeout = RpcTimeout("no reply before the deadline", procedure=procedure, call_id=call_id)
+            complete(fut, exc=self.client.key_check.explain(timeout, procedure))  # a signing-key mismatch is named
             self.client.record(id=call_id, procedure=procedure, status="timeout", error="timeout: no reply before the deadline")
         else:  # Redis stayed unreachable until the deadline: the call never left
             complete(fut, exc=ServiceUnavailable(f"Redis at {self.client.transport.address or '(unknown address)'} is unreachable: still at the deadline", procedure=procedure))

@@ -60,6 +60,13 @@ def test_a_different_key_is_named_for_async_callers(rpc_conf: dict[str, Any], cl
         asyncio.run(client.acall("tests.echo", 1, timeout=1.0))
 
 
+def test_a_different_key_is_named_on_call_async_futures(rpc_conf: dict[str, Any], client: Any) -> None:
+    with worker_with_keys("not the web's secret"):
+        fut = client.call_async("tests.echo", 1, timeout=1.0)
+        with pytest.raises(SigningKeyMismatch):
+            fut.result(timeout=5)
+
+
 def test_the_same_key_times_out_plainly(rpc_conf: dict[str, Any], client: Any) -> None:
     with worker_with_keys(django_settings.SECRET_KEY), pytest.raises(RpcTimeout) as caught:
         client.call("tests.sleep", 2.0, timeout=0.5)
