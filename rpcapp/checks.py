@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import os
 from typing import Any
 
@@ -18,7 +19,7 @@ from .transport.address import parse_url
 
 @register(Tags.compatibility)
 def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
-    """rpcapp.E001-E008 and W001: the RPCAPP setting (see docs/configuration.md)."""
+    """rpcapp.E001-E009 and W001: the RPCAPP setting (see docs/configuration.md)."""
     raw = getattr(settings, "RPCAPP", None)
     if raw is not None and not isinstance(raw, dict):
         return [
@@ -55,6 +56,8 @@ def _values(c: conf.Conf) -> list[Any]:
     problems: list[Any] = []
     if c.CODEC not in CODECS:
         problems.append(Error(f"RPCAPP['CODEC'] must be one of {sorted(CODECS)}", id="rpcapp.E001"))
+    elif c.CODEC == "msgpack" and importlib.util.find_spec("msgpack") is None:
+        problems.append(Error("RPCAPP['CODEC'] is 'msgpack' but msgpack is not installed", hint="pip install 'rpcapp[msgpack]'", id="rpcapp.E009"))
     durations_ok = True
     for name in ("DEFAULT_TIMEOUT", "HEARTBEAT_INTERVAL", "PROVIDER_TTL", "DRAIN_GRACE", "CATALOG_REFRESH"):
         value = getattr(c, name)

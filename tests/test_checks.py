@@ -200,3 +200,17 @@ def test_runrpcworker_bad_url_is_one_line() -> None:
 def test_runrpcworker_unknown_service_is_one_line(redis_server: Any) -> None:
     done = run_worker("--service", "no-such-service", url=redis_server.url)
     assert_one_line_error(done, "no-such-service")
+
+
+def test_the_msgpack_codec_without_msgpack_is_an_error(settings: Any) -> None:
+    code = (
+        "import sys; sys.modules['msgpack'] = None\n"
+        "import django, os; os.environ['DJANGO_SETTINGS_MODULE'] = 'tests.settings'\n"
+        "from django.conf import settings; django.setup()\n"
+        "settings.RPCAPP = {**settings.RPCAPP, 'CODEC': 'msgpack', 'REDIS_URL': 'redis://127.0.0.1:1/0'}\n"
+        "from rpcapp.checks import check_settings\n"
+        "print(sorted(p.id for p in check_settings()))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "rpcapp.E009" in done.stdout
