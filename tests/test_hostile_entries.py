@@ -44,3 +44,18 @@ def test_reply_to_must_be_a_reply_list_of_the_namespace(rpc_conf: dict[str, Any]
     assert raw.type(victim) in (b"none", b"hash")
     assert worker.executor.calls_served == 0
     assert client.call("tests.echo", 2, timeout=5) == 2
+
+
+def test_a_stored_idempotent_reply_is_bound_to_its_procedure_and_key(rpc_conf: dict[str, Any], redis_server: Any, worker: Any, client: Any) -> None:
+    # given: a genuine stored reply of one procedure and key
+    raw = redis.Redis(port=redis_server.port)
+    ns = rpc_conf["NAMESPACE"]
+    assert client.call("tests.echo", 3, idempotency_key="k-echo") == 3
+    genuine = raw.get(keys.idempotency(ns, "tests.echo", "k-echo"))
+    assert genuine is not None and genuine.startswith(b"R")
+    # when: someone with Redis access copies it under another procedure's key, and under another key
+    raw.set(keys.idempotency(ns, "calculator.add", "k-sum"), genuine)
+    raw.set(keys.idempotency(ns, "tests.echo", "k-other"), genuine)
+    # then: neither copy is taken for a reply; each call runs and answers for itself
+    assert client.call("calculator.add", 20, 22, idempotency_key="k-sum") == 42
+    assert client.call("tests.echo", 9, idempotency_key="k-other") == 9

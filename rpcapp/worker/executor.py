@@ -299,8 +299,11 @@ class Executor(Runner):
         if state == 2 and stored is not None:
             try:
                 first = self.signer.unpack(stored)
+                if not isinstance(first, dict) or first.pop("for", None) != [req.procedure, req.idempotency_key]:
+                    raise ProtocolError("the stored reply is not bound to this procedure and key")
             except ProtocolError as exc:
                 log.warning("ignoring a forged idempotency entry for %s: %s", req.procedure, exc)
+                self.transport.incr(service, "rejected")
                 return True
             first["id"] = req.id
             self.transport.finish_many([(service, entry_id, req.reply_to, self.signer.pack(first))], self.limits.reply_ttl)
@@ -310,7 +313,9 @@ class Executor(Runner):
 
     def _complete(self, req: Request, reply: dict[str, Any]) -> None:
         assert req.idempotency_key is not None
-        stored = self.signer.pack({k: v for k, v in reply.items() if k != "id"})
+        # Signed and bound to its procedure and key: a stored reply copied under
+        # another procedure's or key's entry is refused (see _claim).
+        stored = self.signer.pack({**{k: v for k, v in reply.items() if k != "id"}, "for": [req.procedure, req.idempotency_key]})
         waiters = self.transport.complete_idempotency(req.procedure, req.idempotency_key, stored, self.limits.idempotency_ttl)
         self.answer_waiters(waiters, reply)
 
