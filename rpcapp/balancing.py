@@ -30,6 +30,7 @@ import orjson
 
 from .catalog import ServiceConfig
 from .errors import ServiceUnavailable, TransportError
+from .providers import ProviderRecord, parse_all
 
 VNODES = 64
 PROVIDERS_CACHE_TTL = 1.0
@@ -57,7 +58,7 @@ class Balancer:
         self.transport = transport
         self.provider_ttl = provider_ttl
         self._lock = threading.Lock()
-        self._providers: dict[str, tuple[float, list[dict[str, Any]]]] = {}
+        self._providers: dict[str, tuple[float, list[ProviderRecord]]] = {}
         self._turn: dict[str, int] = {}
         self._current: dict[str, dict[str, int]] = {}  # smooth weighted round robin state
         self._rings: dict[str, tuple[tuple[str, ...], Ring]] = {}
@@ -99,8 +100,8 @@ class Balancer:
         if policy == "weighted":
             return self._weighted(service, config, ids)
         if policy == "least_busy":
-            records = {r["id"]: r for r in self._providers.get(service, (0.0, []))[1]}
-            return min(ids, key=lambda p: (int(records.get(p, {}).get("in_flight", 0)) + self.outstanding.get(p, 0), random.random()))
+            busy = {r.id: r.in_flight for r in self._providers.get(service, (0.0, []))[1]}
+            return min(ids, key=lambda p: (busy.get(p, 0) + self.outstanding.get(p, 0), random.random()))
         # consistent_hash
         ring_ids = tuple(ids)
         cached = self._rings.get(service)
@@ -131,17 +132,7 @@ class Balancer:
                 raw = self.transport.providers_info(service)
             except TransportError as exc:
                 raise ServiceUnavailable(exc.message) from exc
-            records = []
-            for value in raw.values():
-                try:
-                    records.append(orjson.loads(value))
-                except orjson.JSONDecodeError:
-                    continue
-            cached = (now + PROVIDERS_CACHE_TTL, records)
+            cached = (now + PROVIDERS_CACHE_TTL, parse_all(raw))
             self._providers[service] = cached
         fresh = time.time() - self.provider_ttl
-        return sorted(
-            r["id"]
-            for r in cached[1]
-            if r.get("state") == "live" and not r.get("pool") and float(r.get("heartbeat", 0)) >= fresh and not config.provider(r["id"]).draining
-        )
+        return sorted(r.id for r in cached[1] if r.state == "live" and not r.pool and r.heartbeat >= fresh and not config.provider(r.id).draining)

@@ -19,7 +19,6 @@ import threading
 from collections.abc import Iterable
 from typing import Any
 
-import orjson
 from django.db import DatabaseError, reset_queries, transaction
 from django.utils import timezone
 
@@ -27,6 +26,7 @@ from . import conf
 from .catalog import ProcedureConfig, ProviderConfig, ServiceConfig
 from .errors import RpcError
 from .models import Procedure, Provider, Service
+from .providers import parse_all
 from .registry import Registry
 
 log = logging.getLogger("rpcapp.catalog")
@@ -147,15 +147,12 @@ def live_providers() -> dict[str, dict[str, Any]]:
     from .registry import default_registry
 
     for name in sorted(set(Service.objects.values_list("name", flat=True)) | set(default_registry.services())):
-        for raw in transport.providers_info(name).values():
-            try:
-                info = orjson.loads(raw)
-            except orjson.JSONDecodeError:
-                continue
-            if now - float(info.get("heartbeat", 0)) > ttl:
+        for record in parse_all(transport.providers_info(name)):
+            info = record.as_dict()
+            if not record.fresh(now, ttl):
                 info["state"] = "dead"
-            info["heartbeat_age"] = max(0.0, now - float(info.get("heartbeat", 0)))
-            out[info["id"]] = info
+            info["heartbeat_age"] = max(0.0, now - record.heartbeat)
+            out[record.id] = info
     return out
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
 import threading
 import time
 from collections.abc import Iterable
@@ -40,17 +41,30 @@ CALLER_STATUSES = ("late", "expired", "timeout")  # the caller's verdict wins, i
 FIELDS = ("procedure", "provider", "caller", "status", "queued_ms", "run_ms", "total_ms", "error", "args_preview", "payload", "trace_id", "parent_id")
 
 
+def _ms(value: Any) -> float | None:
+    """A duration in ms as stored: a finite, non-negative number, else None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) and 0 <= value < 1e12 else None
+
+
 def _row(data: dict[str, Any]) -> dict[str, Any]:
-    at = data.get("at") or time.time() * 1000
+    """A CallRecord's fields from a history record. The stream is unsigned:
+    an id must be a non-empty string, a bad time is now, a bad duration None."""
+    if not isinstance(data.get("id"), str) or not data["id"]:
+        raise ValueError("a call record needs a string id")
+    at = data.get("at")
+    if isinstance(at, bool) or not isinstance(at, (int, float)) or not math.isfinite(at) or not 0 < at < 253_402_300_800_000:
+        at = time.time() * 1000
     return {
-        "id": str(data["id"])[:64],
+        "id": data["id"][:64],
         "procedure": str(data.get("procedure") or "")[:300],
         "provider": str(data.get("provider") or "")[:200],
         "caller": str(data.get("caller") or "")[:200],
         "status": str(data.get("status") or "ok")[:30],
-        "queued_ms": data.get("queued_ms"),
-        "run_ms": data.get("run_ms"),
-        "total_ms": data.get("total_ms"),
+        "queued_ms": _ms(data.get("queued_ms")),
+        "run_ms": _ms(data.get("run_ms")),
+        "total_ms": _ms(data.get("total_ms")),
         "error": str(data.get("error") or ""),
         "args_preview": str(data.get("args") or "")[:500],
         "payload": data.get("payload"),

@@ -14,12 +14,11 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-import orjson
-
 from . import keys
 from .errors import RpcError, RpcTimeout, SigningKeyMismatch
 from .fingerprints import key_ids, mismatched
 from .protocol import now_ms
+from .providers import parse_all
 from .transport import Transport, deadline
 
 VERDICT_TTL = 1.0
@@ -70,14 +69,4 @@ class KeyCheck:
 
 
 def _records(infos: dict[str, bytes], live: set[str]) -> list[dict[str, Any]]:
-    records = []
-    for name, raw in infos.items():
-        if name not in live:
-            continue
-        try:
-            record = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            continue
-        if isinstance(record, dict):
-            records.append(record)
-    return records
+    return [r.as_dict() for r in parse_all(infos) if r.id in live]

@@ -24,8 +24,6 @@ from cron or systemd. Periods: ``RPCAPP["MAINTENANCE_PERIODS"]``.
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -242,19 +240,8 @@ def _log(outcome: Outcome) -> None:
 
 # -- in runrpcworker processes ------------------------------------------------------------
 def provider_info(worker: Any, state: str) -> dict[str, Any]:
-    """A worker's own Provider record (the fields of its heartbeat record)."""
-    return {
-        "id": worker.name,
-        "host": socket.gethostname(),
-        "pid": os.getpid(),
-        "services": list(worker.services),
-        "concurrency": worker.settings.concurrency,
-        "started_at": worker.started_at,
-        "heartbeat": time.time(),
-        "state": state,
-        "calls_served": worker.executor.calls_served,
-        "in_flight": worker.in_flight if state != "dead" else 0,
-    }
+    """A worker's own Provider record (what its heartbeat writes, in ``state``)."""
+    return dict(worker.record(state).as_dict())
 
 
 def record_own_provider(worker: Any, state: str) -> bool:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 import redis
 
 from rpcapp import keys
@@ -59,3 +60,49 @@ def test_a_stored_idempotent_reply_is_bound_to_its_procedure_and_key(rpc_conf: d
     # then: neither copy is taken for a reply; each call runs and answers for itself
     assert client.call("calculator.add", 20, 22, idempotency_key="k-sum") == 42
     assert client.call("tests.echo", 9, idempotency_key="k-other") == 9
+
+
+JUNK_PROVIDERS = {
+    "no-id": b'{"host": "h", "heartbeat": 1e12, "state": "live"}',
+    "list": b"[1, 2, 3]",
+    "text": b'"live"',
+    "not-json": b"{{{",
+    "huge-heartbeat": b'{"id": "x1", "heartbeat": 1e300, "state": "live", "services": ["tests"]}',
+    "bad-heartbeat": b'{"id": "x2", "heartbeat": "soon", "state": "live"}',
+    "bad-types": b'{"id": 5, "services": "tests", "pid": "one", "concurrency": [], "state": {}}',
+}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_malformed_provider_records_break_no_page_and_no_routing(rpc_conf: dict[str, Any], redis_server: Any, worker: Any, client: Any, admin_client: Any) -> None:
+    # given: junk provider records beside the live worker's own
+    raw = redis.Redis(port=redis_server.port)
+    raw.hset(keys.providers(rpc_conf["NAMESPACE"], "tests"), mapping=JUNK_PROVIDERS)
+    # when / then: the dashboard, its data and the admin's provider list answer
+    for url in ("/rpc/dashboard/", "/rpc/dashboard/data.json", "/admin/rpcapp/provider/"):
+        assert admin_client.get(url).status_code == 200, url
+    # and a call routed by provider (round robin) still reaches the live worker
+    from rpcapp.models import Service
+
+    Service.objects.create(name="tests", policy="round_robin")
+    wait_for(lambda: client.governor.config("tests").policy == "round_robin", 3)
+    assert [client.call("tests.echo", i, timeout=5) for i in range(4)] == [0, 1, 2, 3]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_malformed_history_records_never_stop_the_recorder(rpc_conf: dict[str, Any], redis_server: Any, worker: Any, client: Any) -> None:
+    from rpcapp.history import record_now
+    from rpcapp.models import CallRecord
+
+    # given: junk records in the history stream, then a real call
+    raw = redis.Redis(port=redis_server.port)
+    stream = keys.history(rpc_conf["NAMESPACE"])
+    for junk in (b'{"id": "j1", "at": 1e300}', b'{"id": "j2", "at": "then"}', b'{"id": "j3", "queued_ms": "x", "total_ms": 1e300}',
+                 b'{"at": 5}', b"[[1]]", b'{"id": {"a": 1}}', b'{"id": "j4", "at": -1e300}', b"nan"):
+        raw.xadd(stream, {b"r": junk})
+    client.call("tests.echo", 1, timeout=5)
+    # when: the recorder drains the stream (more than once: the batch must not stay stuck)
+    wait_for(lambda: record_now() >= 0 and CallRecord.objects.filter(procedure="tests.echo").exists(), 10)
+    # then: later calls are stored too
+    client.call("tests.echo", 2, timeout=5)
+    wait_for(lambda: record_now() >= 0 and CallRecord.objects.filter(procedure="tests.echo").count() >= 2, 10)

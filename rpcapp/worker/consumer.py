@@ -18,13 +18,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
 from ..catalog import CatalogCache
 from ..errors import TransportError
 from ..fingerprints import key_ids
 from ..keys import inbox_route
 from ..protocol import Signer, now_ms
+from ..providers import ProviderRecord
 from ..records import DEFAULT_REDACT
 from ..registry import Registry
 from ..transport import MissingGroup, Transport
@@ -285,23 +284,25 @@ class Worker:
                 # Our own pending entries from an earlier life with the same name.
                 self._resolve_own(route, 0)
 
-    def _beat(self) -> None:
-        info = orjson.dumps(
-            {
-                "id": self.name,
-                "host": socket.gethostname(),
-                "pid": os.getpid(),
-                "services": self.services,
-                "concurrency": self.settings.concurrency,
-                "started_at": self.started_at,
-                "heartbeat": time.time(),
-                "state": "draining" if self.drained and self.state == "live" else self.state,
-                "pool": not self.reads,
-                "in_flight": self.in_flight,
-                "calls_served": self.executor.calls_served,
-                "key_ids": key_ids(self.executor.signer.keys),  # ids, never the keys (fingerprints.py)
-            }
+    def record(self, state: str | None = None) -> ProviderRecord:
+        """This worker as its heartbeat describes it (``state`` overrides its own)."""
+        return ProviderRecord(
+            id=self.name,
+            heartbeat=time.time(),
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            services=tuple(self.services),
+            concurrency=self.settings.concurrency,
+            started_at=self.started_at,
+            state=state or ("draining" if self.drained and self.state == "live" else self.state),
+            pool=not self.reads,
+            in_flight=self.in_flight if state != "dead" else 0,
+            calls_served=self.executor.calls_served,
+            key_ids=tuple(key_ids(self.executor.signer.keys)),  # ids, never the keys (fingerprints.py)
         )
+
+    def _beat(self) -> None:
+        info = self.record().to_json()
         self.transport.heartbeat(self.services, self.name, info, now_ms(), inbox=self.reads)
 
     def _heartbeat_loop(self) -> None:
