@@ -69,6 +69,18 @@ def plausible_name(name: object) -> bool:
     return True
 
 
+QUEUE_FULL_RETRY_AFTER = 1.0
+"""Seconds a caller refused for a full queue is told to wait (HTTP ``Retry-After``)."""
+
+
+def queue_full(name: str) -> ServiceUnavailable:
+    """The refusal of a request whose queue holds ``MAX_QUEUE_LENGTH`` entries:
+    not queued (``call_id`` None), so safe to send again later."""
+    error = ServiceUnavailable(f"queue full: the queue of service {keys.service_of(name)!r} is at its limit; try again later", procedure=name)
+    error.retry_after = QUEUE_FULL_RETRY_AFTER  # type: ignore[attr-defined]
+    return error
+
+
 def _shown(name: object) -> str:
     """``name`` for a message, cut short."""
     text = repr(name)
@@ -219,7 +231,10 @@ class Client:
         deadline = self._deadline_for(admitted.seconds)
         req = self._request(spec, args_, kwargs_, deadline, reply_to=None, idempotency_key=None)
         frame = self._pack(req)
-        if self._enqueue([(admitted.route, frame)], deadline, name, [req], retry=not once):
+        uncertain, refused = self._enqueue([(admitted.route, frame)], deadline, name, [req], retry=not once)
+        if refused:
+            raise queue_full(name)
+        if uncertain:
             raise ServiceUnavailable("redis failed while the notification was being queued; it may have been queued", procedure=name)
 
     def stream(self, name: str, /, *args: Any, timeout: float | None = None, **kwargs: Any) -> CallStream:
@@ -250,7 +265,8 @@ class Client:
         listener.track_stream(req, sink)
         try:
             self._check_providers(spec.service, deadline)
-            self._enqueue([(admitted.route, frame)], deadline, name, [req])  # if it may be queued, its items may come
+            if self._enqueue([(admitted.route, frame)], deadline, name, [req])[1]:  # if it may be queued, its items may come
+                raise queue_full(name)
         except RpcError:
             listener.untrack_stream(req.id)
             raise
@@ -401,14 +417,20 @@ class Client:
         """Send the requests of every waiting caller in one pipeline."""
         outgoing = [item for items, _ in batches for item in items]
         try:
-            self._enqueue(
+            _, refused = self._enqueue(
                 [(s, f) for s, f, _, _ in outgoing],
                 max(req.deadline for _, _, req, _ in outgoing),
                 outgoing[0][2].procedure,
                 [req for _, _, req, _ in outgoing],
             )
-            for _, _, _, fut in outgoing:
-                fut.rpc_sent = True  # type: ignore[attr-defined]
+            for i, (_, _, _, fut) in enumerate(outgoing):
+                fut.rpc_sent = i not in refused  # type: ignore[attr-defined]
+            if refused:
+                full = {outgoing[i][2].id for i in refused}
+                for items, listener in batches:
+                    for _, _, req, _ in items:
+                        if req.id in full:
+                            listener.fail(req.id, queue_full(req.procedure))
         except RpcError as exc:
             # Those that may have been queued wait for their reply (or RpcTimeout).
             maybe = {outgoing[i][2].id for i in getattr(exc, "uncertain", ())}
@@ -418,29 +440,33 @@ class Client:
     @staticmethod
     def _fail(outgoing: list[tuple[str, bytes, Request, Future[Any]]], listener: ReplyListener, exc: RpcError) -> None:
         for _, _, req, _ in outgoing:
-            listener.fail(req.id, type(exc)(exc.message, procedure=req.procedure, call_id=None))
+            error = type(exc)(exc.message, procedure=req.procedure, call_id=None)
+            error.retry_after = getattr(exc, "retry_after", None)  # type: ignore[attr-defined]
+            listener.fail(req.id, error)
 
     def _pack(self, req: Request) -> bytes:
         return pack_request(self.signer, req, self.settings.max_request_bytes)
 
-    def _enqueue(self, items: list[tuple[str, bytes]], deadline_ms: int, name: str, reqs: Sequence[Request] | None = None, retry: bool = True) -> set[int]:
-        """XADD, retrying with capped backoff while Redis is unreachable, each
-        attempt's waits bounded by the deadline. After a failure that may have
-        reached Redis only idempotent requests (or with an idempotency key)
-        among ``reqs`` are sent again: the others may be queued already and
-        wait for their reply, as a second copy could run them twice. Returns
-        the indexes of the items left that way; a ServiceUnavailable raised
-        later carries them too (``uncertain``)."""
+    def _enqueue(self, items: list[tuple[str, bytes]], deadline_ms: int, name: str, reqs: Sequence[Request] | None = None, retry: bool = True) -> tuple[set[int], set[int]]:
+        """Queue the items, retrying with capped backoff while Redis is
+        unreachable, each attempt's waits bounded by the deadline. After a
+        failure that may have reached Redis only idempotent requests (or with
+        an idempotency key) among ``reqs`` are sent again: the others may be
+        queued already and wait for their reply, as a second copy could run
+        them twice. Returns (the indexes of the items left that way, the
+        indexes refused because their queue was full: not queued, never
+        retried); a ServiceUnavailable raised later carries the first too
+        (``uncertain``)."""
         try:
             with deadline((deadline_ms - now_ms()) / 1000):
-                self.transport.enqueue(items, self.settings.max_queue_length)
-            return set()
+                ids = self.transport.enqueue(items, self.settings.max_queue_length)
+            return set(), {i for i, entry in enumerate(ids) if entry is None}
         except TransportError as exc:
             return self._enqueue_again(items, deadline_ms, name, reqs, retry, exc)
 
     def _enqueue_again(
         self, items: list[tuple[str, bytes]], deadline_ms: int, name: str, reqs: Sequence[Request] | None, retry: bool, exc: TransportError
-    ) -> set[int]:
+    ) -> tuple[set[int], set[int]]:
         flags = [r.idempotent or bool(r.idempotency_key) for r in reqs] if reqs is not None else [True] * len(items)
         todo = list(range(len(items)))
         uncertain: set[int] = set()
@@ -450,7 +476,7 @@ class Client:
                 uncertain.update(i for i in todo if not flags[i])
                 todo = [i for i in todo if flags[i]]
                 if not todo:
-                    return uncertain
+                    return uncertain, set()
             left = (deadline_ms - now_ms()) / 1000
             if left <= 0 or not retry:
                 error = ServiceUnavailable(exc.message, procedure=name)
@@ -460,8 +486,8 @@ class Client:
             delay = min(delay * 2, 1.0)
             try:
                 with deadline((deadline_ms - now_ms()) / 1000):
-                    self.transport.enqueue([items[i] for i in todo], self.settings.max_queue_length)
-                return uncertain
+                    ids = self.transport.enqueue([items[i] for i in todo], self.settings.max_queue_length)
+                return uncertain, {i for i, entry in zip(todo, ids, strict=True) if entry is None}
             except TransportError as again:
                 exc = again
 

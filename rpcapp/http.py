@@ -149,8 +149,15 @@ def error_body(error: RpcError, user: Any = None) -> dict[str, Any]:
     return body
 
 
+def retry_after(error: BaseException) -> dict[str, str]:
+    """A ``Retry-After`` header for an error that says when to try again (a
+    full queue), else none."""
+    seconds = getattr(error, "retry_after", None)
+    return {"Retry-After": str(max(1, round(seconds)))} if seconds else {}
+
+
 def error_response(error: RpcError, user: Any = None) -> HttpResponse:
-    return json_response({"error": error_body(error, user)}, status=http_status(error))
+    return json_response({"error": error_body(error, user)}, status=http_status(error), headers=retry_after(error))
 
 
 def refusal(status: int, code: str, message: str) -> HttpResponse:

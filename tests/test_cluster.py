@@ -250,3 +250,11 @@ def test_calls_resume_after_a_master_fails_over(cluster: RedisClusterServers, cl
     after = [r for _, r in outcomes[done:]]
     assert all(not isinstance(r, Exception) for r in after[-20:]), after[-20:]
     assert recovery < 30
+
+
+def test_a_batch_over_several_services_is_refused_past_each_queue_limit(cluster_client: Any) -> None:
+    """The per-service ENQUEUE script refuses past MAX_QUEUE_LENGTH and never trims."""
+    items = [(svc, b"frame") for svc in ("tests", "calculator") for _ in range(5)]
+    ids = cluster_client.transport.enqueue(items, 3)
+    assert [i is None for i in ids] == [False, False, False, True, True] * 2
+    assert cluster_client.transport.enqueue([("tests", b"one more")], 3) == [None]

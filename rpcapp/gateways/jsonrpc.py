@@ -17,8 +17,8 @@ import orjson
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed
 from django.views.decorators.csrf import csrf_exempt
 
-from ..errors import InvalidParams, ProcedureNotFound, RpcError, jsonrpc_code
-from ..http import MAX_BATCH, BodyTooLarge, Caller, error_body, forgery_refusal, identify, json_response, read_body
+from ..errors import InvalidParams, ProcedureNotFound, RpcError, http_status, jsonrpc_code
+from ..http import MAX_BATCH, BodyTooLarge, Caller, error_body, forgery_refusal, identify, json_response, read_body, retry_after
 from ..registry import RESERVED
 from ..runtime import get_client
 from .access import Refused, resolve
@@ -68,6 +68,7 @@ class Batch:
         self.client = get_client()
         self.answers: list[Any] = []  # a response dict, or a (call id, Future) to wait for
         self.status = 200  # a lone call refused for want of credentials or rights: 401/403
+        self.headers: dict[str, str] = {}  # a lone call refused for a full queue: 503 with Retry-After
 
     def add(self, item: Any) -> None:
         call_id, method, params = _shape(item)
@@ -96,10 +97,17 @@ class Batch:
         except InvalidParams as exc:
             return _error(call_id, INVALID_PARAMS, "Invalid params", error_body(exc))
         except RpcError as exc:
+            self._overloaded(exc)
             return _rpc_error(call_id, exc, self.caller)
         except Exception:  # a bug of ours must not become an HTML 500 page
             log.exception("JSON-RPC call to %s failed", method)
             return _error(call_id, INTERNAL_ERROR, "Internal error")
+
+    def _overloaded(self, exc: RpcError) -> None:
+        """A full queue: the HTTP status (503) and Retry-After, for a lone call."""
+        headers = retry_after(exc)
+        if headers:
+            self.status, self.headers = http_status(exc), headers
 
     def responses(self) -> list[dict[str, Any]]:
         out = []
@@ -117,6 +125,7 @@ class Batch:
         except RpcError as exc:
             if exc.code == "invalid_params":
                 return _error(call_id, INVALID_PARAMS, "Invalid params", error_body(exc))
+            self._overloaded(exc)
             return _rpc_error(call_id, exc, self.caller)
         except Exception:  # a bug of ours must not become an HTML 500 page
             log.exception("JSON-RPC call %r failed", call_id)
@@ -156,5 +165,5 @@ def _run(batch: Batch, data: Any) -> HttpResponse:
     batch.add(data)
     responses = batch.responses()
     if not responses:
-        return HttpResponse(status=204)
-    return json_response(responses[0], status=batch.status)
+        return HttpResponse(status=batch.status, headers=batch.headers) if batch.headers else HttpResponse(status=204)
+    return json_response(responses[0], status=batch.status, headers=batch.headers)

@@ -44,24 +44,27 @@ class Transport(CatalogOps, EventOps):
         self._release_due = client.register_script(scripts._RELEASE_DUE)
         self._rate_limit = client.register_script(scripts.RATE_LIMIT)
         self._requeue_to = client.register_script(scripts.REQUEUE_TO)
-        self._enqueue_many = client.register_script(scripts.ENQUEUE_MANY)
+        self._enqueue = client.register_script(scripts.ENQUEUE)
 
     # -- requests -----------------------------------------------------
     @_guard
-    def enqueue(self, items: list[tuple[str, bytes]], maxlen: int) -> list[str]:
-        """XADD each (route, frame): one round trip for all of them (one per
-        service on a Redis Cluster). A TransportError says with ``maybe_sent``
-        whether Redis may have queued any of them."""
+    def enqueue(self, items: list[tuple[str, bytes]], limit: int) -> list[str | None]:
+        """Add each (route, frame) to its request stream unless the stream
+        already holds ``limit`` entries: one round trip for all of them (one
+        per service on a Redis Cluster). Returns each entry id, or None for a
+        request refused because its queue is full (not queued). A
+        TransportError says with ``maybe_sent`` whether Redis may have queued
+        any of them."""
         if len(items) == 1 or not self.clustered:
-            return self._enqueue_together(items, maxlen)
+            return self._enqueue_together(items, limit)
         by_service: dict[str, list[int]] = {}
         for i, (route, _) in enumerate(items):
             by_service.setdefault(keys.base(route), []).append(i)
-        ids = [""] * len(items)
+        ids: list[str | None] = [None] * len(items)
         sent = False
         for indexes in by_service.values():
             try:
-                for i, entry_id in zip(indexes, self._enqueue_together([items[i] for i in indexes], maxlen), strict=True):
+                for i, entry_id in zip(indexes, self._enqueue_together([items[i] for i in indexes], limit), strict=True):
                     ids[i] = entry_id
             except (redis.exceptions.RedisError, redis.exceptions.RedisClusterException, TransportError) as exc:
                 if sent:  # the requests of the services before are queued
@@ -70,29 +73,22 @@ class Transport(CatalogOps, EventOps):
             sent = True
         return ids
 
-    def _enqueue_together(self, items: list[tuple[str, bytes]], maxlen: int) -> list[str]:
-        """XADD (route, frame) items in one round trip: a command, a pipeline,
-        or on a Redis Cluster a script (a cluster pipeline sends commands again
+    def _enqueue_together(self, items: list[tuple[str, bytes]], limit: int) -> list[str | None]:
+        """Run the ``ENQUEUE`` script (check each queue's length, then XADD,
+        atomically) on the items: one round trip. On a Redis Cluster the
+        items share a slot (a cluster pipeline would send commands again
         after a timeout, which could queue a request twice)."""
+        streams = [keys.requests(self.ns, route) for route, _ in items]
         try:
-            if len(items) == 1:  # a lone call skips the pipeline machinery
-                (route, frame), = items
-                return [_text(self.redis.xadd(keys.requests(self.ns, route), {"m": frame}, maxlen=maxlen, approximate=True))]
-            if self.clustered:
-                streams = [keys.requests(self.ns, route) for route, _ in items]
-                return [_text(x) for x in self._enqueue_many(keys=streams, args=[maxlen, *(f for _, f in items)])]
-            pipe = self.redis.pipeline(transaction=False)
-            for route, frame in items:
-                pipe.xadd(keys.requests(self.ns, route), {"m": frame}, maxlen=maxlen, approximate=True)
-            res = pipe.execute(raise_on_error=False)
+            res = self._enqueue(keys=streams, args=[limit, *(f for _, f in items)])
         except redis.exceptions.ResponseError as exc:
             if len(items) == 1:
                 raise  # refused (see _guard)
             raise failed(f"redis error: {exc}", maybe_sent=True) from exc  # the script may have stopped half-way
         errors = [r for r in res if isinstance(r, Exception)]
-        if errors:  # each command refused (nothing queued), or only some
+        if errors:  # a key's own error (e.g. WRONGTYPE): that one not queued, the others may be
             raise failed(f"redis error: {errors[0]}", maybe_sent=len(errors) < len(res))
-        return [_text(x) for x in res]
+        return [None if x is None else _text(x) for x in res]
 
     @_guard
     def ensure_group(self, service: str) -> None:
@@ -208,7 +204,9 @@ class Transport(CatalogOps, EventOps):
     @_guard
     def requeue(self, service: str, entry_id: str, raw: bytes, deliveries: int, maxlen: int, born_ms: int | None = None) -> str | None:
         """Atomically move a pending entry back to the end of the queue; with
-        ``born_ms`` it keeps its age (field ``t``) for fair ordering."""
+        ``born_ms`` it keeps its age (field ``t``) for fair ordering. An
+        accepted request goes back whatever the queue's length (``maxlen`` is
+        not applied: nothing is trimmed)."""
         res = self._requeue(
             keys=[keys.requests(self.ns, service)],
             args=[keys.GROUP, entry_id, raw, deliveries, maxlen, "" if born_ms is None else born_ms],

@@ -31,10 +31,12 @@ class EventOps:
 
     @_guard
     def publish_event(self, items: list[tuple[str, bytes]], topic: str, broadcast: bytes | None, maxlen: int) -> None:
-        """XADD each (service, frame) and PUBLISH ``broadcast``: one round trip."""
+        """XADD each (service, frame) and PUBLISH ``broadcast``: one round trip.
+        Never trims the request stream (``maxlen`` is not applied: trimming
+        would drop requests already accepted)."""
         pipe = self.redis.pipeline(transaction=False)
         for service, frame in items:
-            pipe.xadd(keys.requests(self.ns, service), {"m": frame}, maxlen=maxlen, approximate=True)
+            pipe.xadd(keys.requests(self.ns, service), {"m": frame})
         execute_publishing(self.redis, pipe, [] if broadcast is None else [(keys.broadcast(self.ns, topic), broadcast)], self.clustered)
 
     @_guard
@@ -49,7 +51,8 @@ class EventOps:
 
     @_guard
     def release_due(self, service: str, now: int, maxlen: int) -> int:
-        """Move scheduled retries whose time has come back to the queue."""
+        """Move scheduled retries whose time has come back to the queue (never
+        trimmed: ``maxlen`` is not applied to what was accepted)."""
         return int(self._release_due(keys=[keys.requests(self.ns, service), keys.delayed(self.ns, service)], args=[now, maxlen]))
 
     @_guard
@@ -57,7 +60,7 @@ class EventOps:
         """Queue ``frame`` again and drop dead letter ``entry_id``; False if it was gone."""
         if not self.redis.xdel(keys.dead_letters(self.ns, service), entry_id):
             return False
-        self.redis.xadd(keys.requests(self.ns, service), {"m": frame}, maxlen=maxlen, approximate=True)
+        self.redis.xadd(keys.requests(self.ns, service), {"m": frame})  # never trimmed (``maxlen`` unused)
         return True
 
     @_guard

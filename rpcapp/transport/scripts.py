@@ -1,4 +1,9 @@
-"""Layer 1: the Lua scripts of the transport (each runs atomically on one slot)."""
+"""Layer 1: the Lua scripts of the transport (each runs atomically on one slot).
+
+Request streams are never trimmed: a request is refused when its queue is
+full (``ENQUEUE``), and one already accepted (requeued, retried, moved to
+another route) goes back in whatever the queue's length.
+"""
 
 _CLAIM_IDEMPOTENCY = """
 local v = redis.call('GET', KEYS[1])
@@ -37,9 +42,9 @@ local ok = redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 redis.call('XDEL', KEYS[1], ARGV[2])
 if ok == 1 then
   if ARGV[6] ~= '' then
-    return redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[5], '*', 'm', ARGV[3], 'n', ARGV[4], 't', ARGV[6])
+    return redis.call('XADD', KEYS[1], '*', 'm', ARGV[3], 'n', ARGV[4], 't', ARGV[6])
   end
-  return redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[5], '*', 'm', ARGV[3], 'n', ARGV[4])
+  return redis.call('XADD', KEYS[1], '*', 'm', ARGV[3], 'n', ARGV[4])
 end
 return false
 """
@@ -48,7 +53,7 @@ return false
 _RELEASE_DUE = """
 local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1], 'LIMIT', 0, 100)
 for _, frame in ipairs(due) do
-  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'm', frame)
+  redis.call('XADD', KEYS[1], '*', 'm', frame)
   redis.call('ZREM', KEYS[2], frame)
 end
 return #due
@@ -84,17 +89,30 @@ REQUEUE_TO = """
 local ok = redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 redis.call('XDEL', KEYS[1], ARGV[2])
 if ok == 1 then
-  return redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '*', 'm', ARGV[3], 'n', ARGV[4])
+  return redis.call('XADD', KEYS[2], '*', 'm', ARGV[3], 'n', ARGV[4])
 end
 return false
 """
 
 
-ENQUEUE_MANY = """
--- KEYS: request streams (one slot); ARGV[1]: MAXLEN ~; ARGV[i + 1]: the frame for KEYS[i]
-local ids = {}
+ENQUEUE = """
+-- KEYS: request streams (one slot on a Redis Cluster); ARGV[1]: the queue
+-- length limit (MAX_QUEUE_LENGTH); ARGV[i + 1]: the frame for KEYS[i].
+-- Each frame is added unless its stream already holds the limit (answered
+-- entries are deleted, so XLEN counts what is waiting or running). Never
+-- trims. Returns, per key: the entry id, false (refused: queue full), or the
+-- error of that key alone (e.g. WRONGTYPE).
+local limit = tonumber(ARGV[1])
+local out = {}
 for i = 1, #KEYS do
-  ids[i] = redis.call('XADD', KEYS[i], 'MAXLEN', '~', ARGV[1], '*', 'm', ARGV[i + 1])
+  local n = redis.pcall('XLEN', KEYS[i])
+  if type(n) == 'table' then
+    out[i] = n
+  elseif n >= limit then
+    out[i] = false
+  else
+    out[i] = redis.pcall('XADD', KEYS[i], '*', 'm', ARGV[i + 1])
+  end
 end
-return ids
+return out
 """
