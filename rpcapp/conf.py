@@ -46,7 +46,10 @@ DEFAULTS: dict[str, Any] = {
     "HISTORY_STREAM_MAX": 100_000,
     "HISTORY_RETENTION_DAYS": 7,
     "ROLLUP_RETENTION_DAYS": 90,
-    "REDACT_KEYS": ["password", "passwd", "secret", "token", "api_key", "apikey", "authorization", "card_number", "cvv"],
+    "REDACT_KEYS": [
+        "password", "passwd", "pwd", "passphrase", "secret", "token", "api_key", "auth", "authorization",
+        "credential", "private_key", "cookie", "ssn", "card_number", "cvv",
+    ],  # fmt: skip
     "WORKER_MAINTENANCE": True,  # runrpcworker processes take turns at the maintenance (rpcapp.maintenance)
     "MAINTENANCE_PERIODS": {},  # job name -> seconds, over rpcapp.maintenance.PERIODS
     "CACHE_ALIAS": "default",  # the Django cache rpcapp uses (the dashboard's aggregates)
