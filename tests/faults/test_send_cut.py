@@ -3,7 +3,7 @@ before Redis's answer got back (a reset or timeout on the way back).
 
 A real TCP proxy sits between the test process's client and its redis-server
 (the worker process connects to Redis directly). Armed, the proxy forwards
-the next ``XADD`` (the request going into the queue) and then cuts that
+the next ``EVALSHA`` (the enqueue script putting the request into the queue) and then cuts that
 connection before the answer can come back. The client cannot know whether
 the request was queued.
 
@@ -133,7 +133,7 @@ def test_send_cut_after_redis_queued_the_request_runs_it_at_most_once(proxied, t
     assert client.call("tests.echo", "warm", timeout=5) == "warm"
 
     marker = tmp_path / "runs.txt"
-    proxy.arm(b"XADD")
+    proxy.arm(b"EVALSHA")  # the enqueue script (section 5 of docs/protocol.md)
     began = time.monotonic()
     try:
         if mode == "sync":
