@@ -262,15 +262,20 @@ def test_keys_back_to_baseline_after_10000_calls(client, rpc_conf):
         client.call("calculator.add", 0, 0)
 
         def snapshot() -> set[str]:
-            # minus the recovery lock, held for an instant by each sweep, and the
-            # call-history stream (capped, checked below)
-            return {k for k in client.transport.scan_keys() if not k.endswith((":recovery", ":history"))}
+            # minus the recovery lock, held for an instant by each sweep, the
+            # call-history stream (capped, checked below), and the at-most-once
+            # markers of request ids, which expire with their call's deadline (checked below)
+            return {k for k in client.transport.scan_keys() if not k.endswith((":recovery", ":history")) and ":ran:" not in k}
 
         baseline = snapshot()
         for start in range(0, 10_000, 250):
             futs = [client.call_async("calculator.add", i, 1, timeout=30) for i in range(start, start + 250)]
             assert [f.result(timeout=30) for f in futs] == [i + 1 for i in range(start, start + 250)]
         wait_for(lambda: snapshot() == baseline, 5, message="keys back to baseline")
+        markers = [k for k in client.transport.scan_keys() if ":ran:" in k]
+        assert len(markers) <= 10_001
+        ttls = [client.transport.redis.pttl(k) for k in markers[:500]]
+        assert all(0 < t <= 31_000 for t in ttls), ttls  # gone by the calls' deadline (30 s) + 1 s
     stream = client.transport.redis.xlen(f"{client.transport.ns}:{{calculator}}:requests")
     assert stream == 0
     records = client.transport.redis.xrange(f"{client.transport.ns}:history")

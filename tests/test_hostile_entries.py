@@ -4,6 +4,7 @@ cannot send its reply to a key outside the namespace's reply lists."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -106,3 +107,28 @@ def test_malformed_history_records_never_stop_the_recorder(rpc_conf: dict[str, A
     # then: later calls are stored too
     client.call("tests.echo", 2, timeout=5)
     wait_for(lambda: record_now() >= 0 and CallRecord.objects.filter(procedure="tests.echo").count() >= 2, 10)
+
+
+@pytest.mark.parametrize("procedure", ["tests.touch", "tests.touch_idem"])
+def test_a_replayed_request_never_runs_twice(rpc_conf: dict[str, Any], redis_server: Any, client: Any, tmp_path: Any, procedure: str) -> None:
+    from rpcapp.testing import running_worker
+
+    # given: a request captured from its stream before the (busy) worker took it
+    raw = redis.Redis(port=redis_server.port)
+    stream = keys.requests(rpc_conf["NAMESPACE"], "tests")
+    target = tmp_path / "ran"
+    with running_worker(concurrency=1) as worker:
+        busy = client.call_async("tests.sleep", 0.5, timeout=10)
+        wait_for(lambda: worker.in_flight == 1, 5)
+        fut = client.call_async(procedure, str(target), timeout=10)
+        captured = wait_for(lambda: [f for _, f in raw.xrange(stream) if target.name.encode() in f[b"m"]], 5)[0]
+        busy.result(timeout=10)
+        fut.result(timeout=10)
+        # when: someone with Redis access adds it again, byte for byte, before its deadline
+        raw.xadd(stream, captured)
+        raw.xadd(stream, captured)
+        wait_for(lambda: not raw.xpending(stream, "workers")["pending"] and not raw.xlen(stream), 5)
+        time.sleep(0.3)
+        # then: it ran once
+        assert len(target.read_text().splitlines()) == 1
+        assert worker.executor.calls_served == 2

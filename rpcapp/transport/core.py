@@ -20,13 +20,14 @@ from ..redlock import COMPARE_AND_DELETE
 from . import scripts
 from .base import _guard, _text, failed, log, stream_entries
 from .catalog import CatalogOps
+from .delivery import DeliveryOps
 from .events import EventOps
 
 Finish = tuple[str, str, "str | None", "bytes | None"]
 """(route, entry id, reply key, reply frame) of a finished request."""
 
 
-class Transport(CatalogOps, EventOps):
+class Transport(CatalogOps, EventOps, DeliveryOps):
     """Redis operations of rpcapp, under one namespace."""
 
     def __init__(self, client: Any, namespace: str = "rpcapp") -> None:

@@ -241,6 +241,11 @@ class Executor(Runner):
             self.transport.incr(service, "expired")
             log.info("call %s to %s expired before it ran", req.id, req.procedure)
             return
+        if not self.transport.claim_run(service, req.id, entry_id, req.deadline - now_ms() + 1000):
+            self.finish(service, entry_id, None, None)  # another entry took this id: a replay, never run
+            self.transport.incr(service, "replayed")
+            log.warning("request %s to %s dropped: its id was already taken (a replay)", req.id, req.procedure)
+            return
         if req.idempotency_key and req.reply_to is not None:
             if not self._claim(service, entry_id, req):
                 return

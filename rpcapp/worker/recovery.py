@@ -131,6 +131,7 @@ class Recovery:
             self._answer_lost(req, f"{req.procedure} {reason}")
             log.error("call %s to %s %s", req.id, req.procedure, reason)
         elif req.idempotent:
+            self.transport.forget_run(service, req.id)  # its redelivery may run (idempotent)
             self._requeue(service, entry_id, raw, deliveries + 1)
             self.transport.incr(service, "redelivered")
             log.warning("redelivering call %s to %s (delivery %d)", req.id, req.procedure, deliveries + 1)

@@ -311,3 +311,9 @@ def publish_then_call(n: int) -> int:
 
     publish("tests.local_happened", {"n": n})
     return int(rpc.call("tests.echo", n))
+
+
+@procedure("tests.touch_idem", idempotent=True)
+def touch_idem(path: str) -> int:
+    """tests.touch, idempotent (redelivered after a worker's death)."""
+    return touch(path)
