@@ -115,9 +115,9 @@ def test_signing_keys_rotate_without_downtime(redis_server: RedisServer) -> None
     worker = Worker(transport(), Signer((new,)), default_registry, WorkerSettings(**settings), services=["calculator"])
     worker.start()
     try:
-        from rpcapp.errors import RpcTimeout
+        from rpcapp.errors import SigningKeyMismatch
 
-        with pytest.raises(RpcTimeout):
+        with pytest.raises(SigningKeyMismatch):  # named, not a bare timeout
             stranger.call("calculator.add", 1, 1, timeout=0.5)
         assert stranger.transport.stats("calculator").get("rejected") == 1
     finally:
