@@ -22,7 +22,9 @@ from .providers import parse_all
 from .transport import Transport, deadline
 
 VERDICT_TTL = 1.0
-LOOKUP_SECONDS = 1.0
+LOOKUP_SECONDS = 0.2
+"""The lookup runs after a call's deadline: it may make a timeout this much later,
+and only when Redis is slow or away (then the verdict "no mismatch" is cached too)."""
 
 
 class KeyCheck:
@@ -61,7 +63,8 @@ class KeyCheck:
             with deadline(LOOKUP_SECONDS):
                 live = set(self.transport.live_consumers(service, now_ms() - int(self.provider_ttl * 1000)))
                 infos = self.transport.providers_info(service)
-        except RpcError:
+        except RpcError:  # Redis slow or away: a plain timeout, and no second wait for a while
+            self._verdicts[service] = (time.monotonic() + VERDICT_TTL, False)
             return False
         verdict = mismatched(self.own, _records(infos, live))
         self._verdicts[service] = (time.monotonic() + VERDICT_TTL, verdict)
