@@ -239,7 +239,7 @@ def test_install_into_a_new_project_following_the_readme(site: Site, wheel: Path
 
     browser = Browser(base)
     browser.log_in("boss", "s3cret-pass")
-    for path in ("/admin/", "/admin/rpcapp/service/", "/admin/rpcapp/procedure/", "/admin/rpcapp/provider/", "/admin/rpcapp/callrecord/", "/rpc/dashboard/"):
+    for path in ("/admin/", "/admin/rpcapp/service/", "/admin/rpcapp/procedure/", "/admin/rpcapp/provider/", "/admin/rpcapp/outboxmessage/", "/rpc/dashboard/"):
         status, page = browser.get(path)
         assert status == 200, (path, page[-2000:])
     status, page = browser.get("/admin/rpcapp/provider/")
