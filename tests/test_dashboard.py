@@ -111,7 +111,7 @@ def test_call_detail_shows_timings_error_and_trace(calls: Any, staff: HttpClient
 
 def test_replaying_a_failed_call_needs_the_permission_and_is_logged(calls: Any, staff: HttpClient, django_user_model: Any) -> None:
     failed = CallRecord.objects.filter(procedure="calculator.divide").first()
-    assert failed.payload == {"args": [1, 0], "kwargs": {}}
+    assert {k: v for k, v in failed.payload.items() if k != "sig"} == {"args": [1, 0], "kwargs": {}} and failed.payload["sig"]
     url = reverse("rpcapp:call-replay", args=[failed.pk])
     assert 'id="replay"' not in staff.get(reverse("rpcapp:call-detail", args=[failed.pk])).content.decode()
     assert staff.post(url).status_code == 403
@@ -133,4 +133,27 @@ def test_secret_arguments_are_never_kept_for_replay(client: Any, worker: Any) ->
     history.record_now()
     login = CallRecord.objects.get(procedure="tests.login")
     assert login.payload is None and "hunter2" not in login.args_preview and '"password":"***"' in login.args_preview
-    assert CallRecord.objects.get(procedure="tests.fail").payload == {"args": ["boom"], "kwargs": {}}
+    assert {k: v for k, v in CallRecord.objects.get(procedure="tests.fail").payload.items() if k != "sig"} == {"args": ["boom"], "kwargs": {}}
+
+
+def test_a_forged_history_record_cannot_be_replayed(client: Any, worker: Any, rpc_conf: dict[str, Any], django_user_model: Any, tmp_path: Any) -> None:
+    import orjson
+
+    # given: a failed-call record written into the unsigned history stream by
+    # someone with Redis access: a harmless preview, a chosen payload
+    target = tmp_path / "ran"
+    forged = {"id": "forged-1", "procedure": "tests.touch", "status": "remote_error", "error": "remote_error: x",
+              "args": "('harmless',)", "payload": {"args": [str(target)], "kwargs": {}}, "at": time.time() * 1000}
+    client.transport.redis.xadd(f"{rpc_conf['NAMESPACE']}:history", {"r": orjson.dumps(forged)})
+    history.record_now()
+    assert CallRecord.objects.filter(pk="forged-1").exists()
+    # when: a user allowed to replay presses "Replay this call"
+    sam = django_user_model.objects.create_user("sam2", password="pw", is_staff=True)
+    sam.user_permissions.add(Permission.objects.get(codename="replay_call"))
+    browser = HttpClient()
+    browser.force_login(sam)
+    answer = browser.post(reverse("rpcapp:call-replay", args=["forged-1"]))
+    # then: it is refused and nothing ran
+    assert answer.status_code == 403
+    assert not target.exists()
+    assert 'id="replay"' not in browser.get(reverse("rpcapp:call-detail", args=["forged-1"])).content.decode()

@@ -109,8 +109,20 @@ def history(request: HttpRequest) -> HttpResponse:
 def call_detail(request: HttpRequest, pk: str) -> HttpResponse:
     record = get_object_or_404(CallRecord, pk=pk)
     trace = list(CallRecord.objects.filter(trace_id=record.trace_id).exclude(pk=record.pk).order_by("created_at")[:200]) if record.trace_id else []
-    can_replay = record.status != "ok" and record.payload is not None and request.user.has_perm("rpcapp.replay_call")
+    can_replay = record.status != "ok" and request.user.has_perm("rpcapp.replay_call") and replay_payload(record) is not None
     return render(request, "rpcapp/dashboard/detail.html", {"record": record, "trace": trace, "can_replay": can_replay})
+
+
+def replay_payload(record: CallRecord) -> dict[str, Any] | None:
+    """The record's replay arguments if a worker of this project signed them
+    for this very call and procedure (the history stream is unsigned: a record
+    written into it by anyone else is never replayed)."""
+    payload = record.payload
+    if not isinstance(payload, dict) or not isinstance(payload.get("args"), list) or not isinstance(payload.get("kwargs"), dict):
+        return None
+    if not get_client().signer.verify_tag(payload.get("sig"), "replay", record.pk, record.procedure, payload["args"], payload["kwargs"]):
+        return None
+    return payload
 
 
 @staff_member_required
@@ -119,11 +131,11 @@ def call_replay(request: HttpRequest, pk: str) -> HttpResponse:
     """Call the procedure again with the failed call's arguments; the outcome is
     shown and kept in the admin history."""
     record = get_object_or_404(CallRecord, pk=pk)
-    if not request.user.has_perm("rpcapp.replay_call") or record.payload is None:
+    payload = replay_payload(record)
+    if not request.user.has_perm("rpcapp.replay_call") or payload is None:
         return HttpResponseForbidden("not allowed to replay this call")
-    payload = record.payload or {}
     try:
-        result = get_client().call(record.procedure, *payload.get("args", []), **payload.get("kwargs", {}))
+        result = get_client().call(record.procedure, *payload["args"], **payload["kwargs"])
         outcome = f"ok: {result!r}"[:500]
         messages.success(request, f"Replayed: {outcome}")
     except RpcError as exc:

@@ -281,12 +281,20 @@ class Executor(Runner):
                 queued_ms=(reply or {}).get("queued_ms"), run_ms=(reply or {}).get("run_ms"),
                 total_ms=max(0, now - req.sent_at) if req.sent_at else None, error=error,
                 args=preview(names, req.args, req.kwargs, self.limits.redact),
-                payload=None if not error else replayable(names, req.args, req.kwargs, self.limits.redact),
+                payload=None if not error else self._replayable(req, names),
                 trace_id=req.trace_id, parent_id=req.parent_id or "", at=now,
             )
         except Exception:  # recording must never cost a call
             log.exception("could not build the record of call %s", req.id)
             return None
+
+    def _replayable(self, req: Request, names: list[str]) -> dict[str, Any] | None:
+        """A failed call's arguments for a replay from the dashboard, signed
+        together with its id and procedure (the history stream is unsigned)."""
+        payload = replayable(names, req.args, req.kwargs, self.limits.redact)
+        if payload is not None:
+            payload["sig"] = self.signer.tag("replay", req.id, req.procedure, payload["args"], payload["kwargs"])
+        return payload
 
     def reject(self, service: str, entry_id: str | None, raw: bytes, reason: str) -> None:
         log.warning("message %s on %s %s", entry_id, service, reason)
