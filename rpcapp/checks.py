@@ -59,7 +59,7 @@ def _values(c: conf.Conf) -> list[Any]:
     elif c.CODEC == "msgpack" and importlib.util.find_spec("msgpack") is None:
         problems.append(Error("RPCAPP['CODEC'] is 'msgpack' but msgpack is not installed", hint="pip install 'rpcapp[msgpack]'", id="rpcapp.E009"))
     durations_ok = True
-    for name in ("DEFAULT_TIMEOUT", "HEARTBEAT_INTERVAL", "PROVIDER_TTL", "DRAIN_GRACE", "CATALOG_REFRESH"):
+    for name in ("DEFAULT_TIMEOUT", "HEARTBEAT_INTERVAL", "PROVIDER_TTL", "DRAIN_GRACE", "CATALOG_REFRESH", "EVENT_TTL"):
         value = getattr(c, name)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
             durations_ok = False

@@ -102,6 +102,7 @@ class ClientSettings:
     catalog_refresh: float = 10.0
     record_calls: bool = True  # the caller's side of call history: timeouts and late replies
     history_max: int = 100_000
+    event_ttl: float = 3600.0  # a durable event not delivered within this is dead-lettered
 
 
 def deadline_for(seconds: float) -> int:

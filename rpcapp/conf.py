@@ -39,6 +39,7 @@ DEFAULTS: dict[str, Any] = {
     "LOCK_REDIS_URLS": [],
     "EVENT_MAX_ATTEMPTS": 5,
     "EVENT_RETRY_DELAY": 1.0,
+    "EVENT_TTL": 3600.0,
     "STREAM_WINDOW": 64,
     "OUTBOX_BATCH": 500,
     "RECORD_CALLS": True,
@@ -81,6 +82,7 @@ class Conf:
     LOCK_REDIS_URLS: list[str]
     EVENT_MAX_ATTEMPTS: int
     EVENT_RETRY_DELAY: float
+    EVENT_TTL: float
     STREAM_WINDOW: int
     OUTBOX_BATCH: int
     RECORD_CALLS: bool

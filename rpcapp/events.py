@@ -47,8 +47,9 @@ class Publisher:
         deadline = now_ms() + int(budget * 1000)
         event_id = event_id or uuid.uuid4().hex
         services = sorted(self._subscribers(topic, deadline))
-        frames = [(svc, self._pack(Event(topic, payload, svc, id=event_id, publisher=caller))) for svc in services]
-        broadcast = self._pack(Event(topic, payload, "*", id=event_id, publisher=caller))
+        expires = now_ms() + int(self.client.settings.event_ttl * 1000)
+        frames = [(svc, self._pack(Event(topic, payload, svc, id=event_id, publisher=caller, expires=expires))) for svc in services]
+        broadcast = self._pack(Event(topic, payload, "*", id=event_id, publisher=caller, expires=expires))
         transport = self.client.transport
         delay = 0.05
         while True:
@@ -116,7 +117,10 @@ class Publisher:
         """Queue a parked event again (its failed handlers, attempts counted afresh)."""
         for parked in self.parked(service, 10_000):
             if parked["entry"] == entry:
-                event = Event(parked["topic"], parked["payload"], service, id=parked["id"], handlers=parked["handlers"])
+                event = Event(
+                    parked["topic"], parked["payload"], service, id=parked["id"], handlers=parked["handlers"],
+                    expires=now_ms() + int(self.client.settings.event_ttl * 1000), replay=uuid.uuid4().hex,
+                )  # an operator's decision: it runs again, once
                 frame = self.client.signer.pack(replace(event, attempt=1).to_wire())
                 return self.client.transport.replay_dead(service, entry, frame, self.client.settings.max_queue_length)
         return False

@@ -234,9 +234,23 @@ class Event:
     attempt: int = 1
     handlers: list[str] | None = None
     sent_at: int = field(default_factory=now_ms)
+    expires: int = 0  # absolute, ms since the epoch; 0: sent_at + the receiver's EVENT_TTL
+    replay: str = ""  # set by an operator's replay of a parked event: it runs again
+
+    @property
+    def marker(self) -> str:
+        """What a subscribing service claims before running this delivery:
+        each (event id, attempt, replay) runs once."""
+        return f"event:{self.id}:{self.attempt}:{self.replay}"
+
+    def expiry(self, ttl_ms: int) -> int:
+        return self.expires or (self.sent_at + ttl_ms)
 
     def to_wire(self) -> dict[str, Any]:
+        extra: dict[str, Any] = {"replay": self.replay} if self.replay else {}
         return {
+            **extra,
+            "expires": self.expires,
             "v": VERSION,
             "kind": "event",
             "id": self.id,
@@ -266,6 +280,8 @@ class Event:
                 attempt=_typed(data, "attempt", int),
                 handlers=handlers,
                 sent_at=int(data.get("sent_at") or 0),
+                expires=int(data.get("expires") or 0),
+                replay=str(data.get("replay") or ""),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ProtocolError(f"malformed event: {exc}") from exc

@@ -52,6 +52,7 @@ def client_settings() -> ClientSettings:
         catalog_refresh=c.CATALOG_REFRESH,
         record_calls=c.RECORD_CALLS,
         history_max=c.HISTORY_STREAM_MAX,
+        event_ttl=c.EVENT_TTL,
     )
 
 
@@ -70,6 +71,7 @@ def worker_settings(**overrides: Any) -> WorkerSettings:
         "dead_letter_max": c.DEAD_LETTER_MAX,
         "event_max_attempts": c.EVENT_MAX_ATTEMPTS,
         "event_retry_delay": c.EVENT_RETRY_DELAY,
+        "event_ttl": c.EVENT_TTL,
         "record_calls": c.RECORD_CALLS,
         "history_max": c.HISTORY_STREAM_MAX,
         "redact": tuple(k.lower() for k in c.REDACT_KEYS),

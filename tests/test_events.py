@@ -224,3 +224,54 @@ def test_a_forged_broadcast_is_ignored_and_the_worker_goes_on(client: Any, tally
         publish("tests.happened", {"n": 11})
         assert tally.wait("broadcast", 1) == {f"{os.getpid()}:11": 1}
     assert tally.get("flaky-broadcast") == {}
+
+
+def _captured_event(client: Any, tally: Tally, n: int) -> dict[bytes, bytes]:
+    """A durable event for the service ``audit``, queued while none of its workers runs."""
+    with running_worker():  # registers the subscriptions
+        pass
+    publish("tests.happened", {"n": n})
+    stream = f"{tally.ns}:{{audit}}:requests"
+    return wait_for(lambda: tally.r.xrange(stream), 5)[-1][1]
+
+
+def test_a_replayed_event_runs_once(client: Any, tally: Tally) -> None:
+    # given: a durable event frame captured by someone with Redis access
+    captured = _captured_event(client, tally, 7)
+    with running_worker():
+        tally.wait("audit", 1)
+        # when: it is added again, twice, byte for byte
+        tally.r.xadd(f"{tally.ns}:{{audit}}:requests", captured)
+        tally.r.xadd(f"{tally.ns}:{{audit}}:requests", captured)
+        time.sleep(1.0)
+    # then: the handler ran once
+    assert tally.get("audit") == {"7": 1}
+
+
+def test_an_event_not_delivered_within_event_ttl_is_dead_lettered(settings: Any, rpc_conf: dict[str, Any], client: Any, tally: Tally) -> None:
+    settings.RPCAPP = {**rpc_conf, "EVENT_TTL": 0.5}
+    runtime.reset()
+    _captured_event(runtime.get_client(), tally, 8)
+    time.sleep(0.8)
+    with running_worker():
+        wait_for(lambda: tally.r.xlen(f"{tally.ns}:{{audit}}:dead") >= 1, 5)
+        time.sleep(0.3)
+    assert tally.get("audit") == {}
+    assert int(tally.r.hget(f"{tally.ns}:{{audit}}:stats", "events_expired") or 0) == 1
+
+
+def test_a_replayed_broadcast_runs_once_per_worker(client: Any, tally: Tally) -> None:
+    listener = tally.r.pubsub()
+    listener.subscribe(f"{tally.ns}:broadcast:tests.happened")
+    with running_worker() as worker:
+        assert worker.broadcasts.ready.wait(5)
+        publish("tests.happened", {"n": 9})
+        tally.wait("broadcast", 1)
+        captured = wait_for(lambda: listener.get_message(ignore_subscribe_messages=True, timeout=0.1), 5)["data"]
+        # when: someone with Redis access publishes it again
+        tally.r.publish(f"{tally.ns}:broadcast:tests.happened", captured)
+        tally.r.publish(f"{tally.ns}:broadcast:tests.happened", captured)
+        time.sleep(0.8)
+    listener.close()
+    # then: each worker ran it once
+    assert list(tally.get("broadcast").values()) == [1]

@@ -4,7 +4,9 @@ A thread subscribes (Redis pub/sub) to the broadcast channels of the topics
 that the worker's services handle. Broadcast events are not stored: a worker
 that is down (or reconnecting) when one is published does not see it. A
 failing handler is retried in this thread after a backoff, then parked in
-its service's dead-letter stream like a durable event.
+its service's dead-letter stream like a durable event. A broadcast published
+again by someone with Redis access is not run twice: each worker remembers
+the ids it ran until they expire (``EVENT_TTL``), and drops expired ones.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from ..errors import PayloadTooLarge, ProtocolError
-from ..protocol import Event
+from ..protocol import Event, now_ms
 from ..pubsub import follow
 from .events import parked_reason, retry_delay, run_handlers, select
 
@@ -26,6 +28,9 @@ if TYPE_CHECKING:
     from .executor import Executor
 
 log = logging.getLogger("rpcapp.events")
+
+MAX_SEEN = 100_000
+"""Broadcast ids remembered at most (the oldest are forgotten first)."""
 
 
 class BroadcastListener(threading.Thread):
@@ -37,6 +42,7 @@ class BroadcastListener(threading.Thread):
         self.stopping = threading.Event()
         self.handled = 0
         self._retries: list[tuple[float, int, str, Event]] = []  # (due, seq, service, event)
+        self._seen: dict[str, int] = {}  # event marker -> its expiry (ms), oldest first
         self._seq = itertools.count()
 
     def run(self) -> None:
@@ -67,8 +73,22 @@ class BroadcastListener(threading.Thread):
         if event.topic != topic:
             log.warning("rejected a broadcast on %r carrying topic %r", topic, event.topic)
             return
+        if not self._first_time(event):
+            return
         for service in self.topics.get(topic, []):
             self._run(service, replace(event, service=service))
+
+    def _first_time(self, event: Event) -> bool:
+        """False for an expired broadcast, or one this worker already ran."""
+        now = now_ms()
+        expires = event.expiry(int(self.ex.limits.event_ttl * 1000))
+        while self._seen and (next(iter(self._seen.values())) <= now or len(self._seen) > MAX_SEEN):
+            self._seen.pop(next(iter(self._seen)))
+        if now >= expires or event.marker in self._seen:
+            log.warning("dropped broadcast %s on %r: %s", event.id, event.topic, "expired" if now >= expires else "already run here (a replay)")
+            return False
+        self._seen[event.marker] = expires
+        return True
 
     def _run(self, service: str, event: Event) -> None:
         subs = select(self.ex.registry.handlers(service, event.topic, broadcast=True), event.handlers)

@@ -56,6 +56,7 @@ class WorkerSettings:
     block_ms: int = 1000
     event_max_attempts: int = 5
     event_retry_delay: float = 1.0
+    event_ttl: float = 3600.0
     record_calls: bool = True
     history_max: int = 100_000
     redact: tuple[str, ...] = DEFAULT_REDACT
@@ -100,7 +101,7 @@ class Worker:
         self.catalog = catalog
         limits = Limits(
             s.max_request_bytes, s.max_reply_bytes, s.reply_ttl, s.idempotency_ttl, s.dead_letter_max,
-            s.event_max_attempts, s.event_retry_delay, s.record_calls, s.history_max, s.redact,
+            s.event_max_attempts, s.event_retry_delay, s.record_calls, s.history_max, s.redact, s.event_ttl,
         )
         self.executor = Executor(transport, signer, registry, limits, self.name, s.hooks, s.lock_factory)
         self.recovery = Recovery(self.executor, self.name, s.provider_ttl, s.max_deliveries, s.max_queue_length)

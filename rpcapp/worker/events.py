@@ -60,6 +60,18 @@ class EventRunner:
 
     def handle(self, service: str, entry_id: str, event: Event) -> None:
         ex = self.ex
+        expires = event.expiry(int(ex.limits.event_ttl * 1000))
+        if now_ms() >= expires:
+            reason = f"event {event.id} on {event.topic!r} expired before it was delivered"
+            ex.transport.dead_letter(service, entry_id, ex.signer.pack(event.to_wire()), reason, ex.limits.dead_letter_max)
+            ex.transport.incr(service, "events_expired")
+            log.warning("%s", reason)
+            return
+        if not ex.transport.claim_run(service, event.marker, entry_id, expires - now_ms() + 1000):
+            ex.finish(service, entry_id, None, None)  # this delivery already ran: a replay
+            ex.transport.incr(service, "replayed")
+            log.warning("event %s on %r dropped: already run by this service (a replay)", event.id, event.topic)
+            return
         subs = select(ex.registry.handlers(service, event.topic), event.handlers)
         if not subs:
             log.warning("no handler of %r in service %s here; event %s dropped", event.topic, service, event.id)

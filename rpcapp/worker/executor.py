@@ -55,6 +55,7 @@ class Limits:
     record_calls: bool = True
     history_max: int = 100_000
     redact: tuple[str, ...] = DEFAULT_REDACT
+    event_ttl: float = 3600.0
 
 
 class Runner:

@@ -149,6 +149,7 @@ class Recovery:
             self.transport.incr(service, "events_parked")
             log.error("%s", reason)
         else:
+            self.transport.forget_run(service, event.marker)  # delivered again: its handlers may run twice
             self._requeue(service, entry_id, raw, deliveries + 1)
             self.transport.incr(service, "redelivered")
 
