@@ -17,8 +17,7 @@ key                                type       bound
 ``ns:{svc}:recovery``              string     PX lock, a few seconds
 ``ns:{svc}:idem:<proc>:<key>``     string     TTL ``IDEMPOTENCY_TTL``
 ``ns:{svc}:idemw:<proc>:<key>``    list       TTL = the waiting call's deadline
-``ns:{svc}:ran:<call id>``         string     the entry that took a request id; TTL = its deadline
-``ns:{svc}:evran:<event id>``      string     an event id a service ran; TTL ``EVENT_TTL``
+``ns:{svc}:ran:<id>``              string     the entry that took a request id (TTL: its deadline) or an event delivery (TTL: its expiry)
 ``ns:{svc}:inbox:<provider>``      stream     requests addressed to one provider (policies); deleted with it
 ``ns:{svc}:inboxes``               set        providers with an inbox; members removed by recovery
 ``ns:{svc}:rl:<scope>``            string     a rate limit's next free time; PX = its period
@@ -135,11 +134,6 @@ def recovery_lock(ns: str, service: str) -> str:
 def ran(ns: str, service: str, call_id: str) -> str:
     """Which stream entry took request ``call_id`` (a request id runs once)."""
     return _svc(ns, service, f"ran:{call_id}")
-
-
-def event_ran(ns: str, service: str, event_id: str) -> str:
-    """Set once ``service`` has taken event ``event_id`` (an event runs once per service)."""
-    return _svc(ns, service, f"evran:{event_id}")
 
 
 def idempotency(ns: str, procedure: str, key: str) -> str:
