@@ -132,3 +132,33 @@ def test_a_replayed_request_never_runs_twice(rpc_conf: dict[str, Any], redis_ser
         # then: it ran once
         assert len(target.read_text().splitlines()) == 1
         assert worker.executor.calls_served == 2
+
+
+def test_a_reply_list_of_the_wrong_type_costs_only_its_own_reply(rpc_conf: dict[str, Any], redis_server: Any, worker: Any, client: Any) -> None:
+    from rpcapp.protocol import Request, now_ms
+
+    # given: a victim's reply list turned into a string by someone with Redis access
+    raw = redis.Redis(port=redis_server.port)
+    ns = rpc_conf["NAMESPACE"]
+    victim = keys.reply(ns, "victim")
+    raw.set(victim, "x")
+    # when: the victim's request and other callers' requests are answered, in the same batches
+    req = Request(procedure="tests.echo", args=[1], kwargs={}, deadline=now_ms() + 5000, reply_to=victim)
+    raw.xadd(keys.requests(ns, "tests"), {b"m": client.signer.pack(req.to_wire())})
+    futs = [client.call_async("tests.echo", i, timeout=5) for i in range(20)]
+    # then: every other call is answered, and nothing is left to resend forever
+    assert [f.result(timeout=5) for f in futs] == list(range(20))
+    wait_for(lambda: not raw.xlen(keys.requests(ns, "tests")), 5)
+    time.sleep(0.5)
+    assert not worker.executor.has_unfinished()
+    assert raw.get(victim) == b"x"
+
+
+def test_finishing_a_batch_skips_only_the_reply_lists_of_the_wrong_type(rpc_conf: dict[str, Any], redis_server: Any, client: Any) -> None:
+    raw = redis.Redis(port=redis_server.port)
+    ns = rpc_conf["NAMESPACE"]
+    bad, good = keys.reply(ns, "bad"), keys.reply(ns, "good")
+    raw.set(bad, "x")
+    client.transport.finish_many([("tests", "1-1", bad, b"frame-1"), ("tests", "1-2", good, b"frame-2")], 60)
+    assert raw.lrange(good, 0, -1) == [b"frame-2"]
+    assert raw.get(bad) == b"x"

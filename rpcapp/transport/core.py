@@ -131,7 +131,7 @@ class Transport(CatalogOps, EventOps, DeliveryOps):
             stream = keys.requests(self.ns, service)
             pipe.xack(stream, keys.GROUP, *ids)
             pipe.xdel(stream, *ids)
-        pipe.execute()
+        _skip_spoiled_replies(pipe.execute(raise_on_error=False), list(replies))
 
     @_guard
     def record_calls(self, records: list[bytes], history_max: int = 100_000) -> None:
@@ -181,10 +181,12 @@ class Transport(CatalogOps, EventOps, DeliveryOps):
     @_guard
     def send_replies(self, replies: Iterable[tuple[str, bytes]], reply_ttl: int) -> None:
         pipe = self.redis.pipeline(transaction=False)
+        sent = []
         for key, frame in replies:
             pipe.lpush(key, frame)
             pipe.expire(key, reply_ttl)
-        pipe.execute()
+            sent.append(key)
+        _skip_spoiled_replies(pipe.execute(raise_on_error=False), sent)
 
     @_guard
     def dead_letter(self, service: str, entry_id: str | None, raw: bytes, reason: str, maxlen: int) -> None:
@@ -401,3 +403,17 @@ class Transport(CatalogOps, EventOps, DeliveryOps):
             self.redis.close()
         except Exception:  # closing a broken connection must not raise
             log.debug("error closing redis client", exc_info=True)
+
+
+def _skip_spoiled_replies(results: list[Any], reply_keys: list[str]) -> None:
+    """Raise the first error of a pipeline whose first commands were LPUSH +
+    EXPIRE of each of ``reply_keys``, except WRONGTYPE on a reply list: a key
+    someone turned into another type loses its own reply (logged), never the
+    rest of the batch (which would otherwise be sent again forever)."""
+    for i, result in enumerate(results):
+        if not isinstance(result, Exception):
+            continue
+        if i < 2 * len(reply_keys) and "WRONGTYPE" in str(result):
+            log.warning("reply list %s holds another type: its reply is dropped", reply_keys[i // 2][:200])
+            continue
+        raise result
