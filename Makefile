@@ -49,12 +49,12 @@ run: setup  ## run web, RPC workers, Celery worker and beat, embedded Redis
 	  HOST=$(HOST) PORT=$(PORT) PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho -f Procfile start
 
 # The second run, on the Redis from PATH, repeats what depends on the Redis
-# version (calls, workers, processes, locks, events, streams, policies, ACL,
-# TLS, Sentinel, Cluster); the protocol, catalog, HTTP, admin, history,
-# browser and fault tests run once.
+# version (calls, workers, processes, locks, events, streams, ACL, TLS,
+# Sentinel, Cluster); the protocol, catalog, balancing, HTTP, admin, history,
+# browser, install and fault tests run once.
 REDIS_TESTS := tests/test_client.py tests/test_worker.py tests/test_processes.py \
-	tests/test_review_fixes.py tests/test_locks.py tests/test_events.py tests/test_streams.py \
-	tests/test_balancing.py tests/test_security.py tests/test_sentinel.py tests/test_cluster.py tests/test_smoke.py
+	tests/test_locks.py tests/test_events.py tests/test_streams.py \
+	tests/test_security.py tests/test_sentinel.py tests/test_cluster.py tests/test_hostile_entries.py
 
 test: $(DEV_STAMP)  ## run the whole test suite on Redis 6.2 (embedded), and its Redis-dependent part again on Redis 7
 	@scripts/test-system-deps
