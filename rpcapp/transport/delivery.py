@@ -13,17 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from .. import keys
-from .base import _guard
-
-CLAIM_RUN = """
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  return 1
-end
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return 1
-end
-return 0
-"""
+from .base import _guard, _text
 
 
 class DeliveryOps:
@@ -31,15 +21,29 @@ class DeliveryOps:
 
     redis: Any
     ns: str
-    _claim_run: Any = None
 
     @_guard
+    def claim_runs(self, claims: list[tuple[str, str, str, int]]) -> list[bool]:
+        """For each (service, id, entry id, ttl ms): True if this entry may run
+        the id (claimed now, or by this same entry before), False if another
+        entry took it. One round trip (``SET NX PX`` each); a second one only
+        for ids already claimed, to tell the same entry from another."""
+        pipe = self.redis.pipeline(transaction=False)
+        for service, call_id, entry_id, ttl_ms in claims:
+            pipe.set(keys.ran(self.ns, service, call_id), entry_id, nx=True, px=max(1, ttl_ms))
+        granted = [bool(ok) for ok in pipe.execute()]
+        taken = [i for i, ok in enumerate(granted) if not ok]
+        if taken:
+            pipe = self.redis.pipeline(transaction=False)
+            for i in taken:
+                pipe.get(keys.ran(self.ns, claims[i][0], claims[i][1]))
+            for i, holder in zip(taken, pipe.execute(), strict=True):
+                granted[i] = holder is not None and _text(holder) == claims[i][2]
+        return granted
+
     def claim_run(self, service: str, call_id: str, entry_id: str, ttl_ms: int) -> bool:
-        """True if this entry may run request ``call_id`` (claimed now, or by
-        this same entry before); False if another entry took the id."""
-        if self._claim_run is None:
-            self._claim_run = self.redis.register_script(CLAIM_RUN)
-        return bool(self._claim_run(keys=[keys.ran(self.ns, service, call_id)], args=[entry_id, max(1, ttl_ms)]))
+        """:meth:`claim_runs` for one id."""
+        return self.claim_runs([(service, call_id, entry_id, ttl_ms)])[0]
 
     @_guard
     def forget_run(self, service: str, call_id: str) -> None:

@@ -67,7 +67,7 @@ class EventRunner:
             ex.transport.incr(service, "events_expired")
             log.warning("%s", reason)
             return
-        if not ex.transport.claim_run(service, event.marker, entry_id, expires - now_ms() + 1000):
+        if not ex.claims.claim(service, event.marker, entry_id, expires - now_ms() + 1000):
             ex.finish(service, entry_id, None, None)  # this delivery already ran: a replay
             ex.transport.incr(service, "replayed")
             log.warning("event %s on %r dropped: already run by this service (a replay)", event.id, event.topic)

@@ -35,6 +35,7 @@ from ..records import DEFAULT_REDACT, encode, preview, replayable
 from ..registry import Registry
 from ..transport import Transport
 from ..transport.core import Finish
+from .claims import ClaimBatcher
 from .events import EventRunner
 from .hooks import run_hooks
 from .recording import RecordBuffer
@@ -181,6 +182,7 @@ class Executor(Runner):
         self._finisher: Combiner[Finish] = Combiner(self._finish_many)
         self.events = EventRunner(self)
         self.records = RecordBuffer(transport, limits.history_max)
+        self.claims = ClaimBatcher(transport)
 
     def pump(self, req: Request, items: Any) -> int:
         return Pump(self.transport, self.signer, req, self.limits.max_reply_bytes, self.limits.reply_ttl).run(items)
@@ -242,7 +244,7 @@ class Executor(Runner):
             self.transport.incr(service, "expired")
             log.info("call %s to %s expired before it ran", req.id, req.procedure)
             return
-        if not self.transport.claim_run(service, req.id, entry_id, req.deadline - now_ms() + 1000):
+        if not self.claims.claim(service, req.id, entry_id, req.deadline - now_ms() + 1000):
             self.finish(service, entry_id, None, None)  # another entry took this id: a replay, never run
             self.transport.incr(service, "replayed")
             log.warning("request %s to %s dropped: its id was already taken (a replay)", req.id, req.procedure)
