@@ -28,10 +28,14 @@ class DeliveryOps:
         the id (claimed now, or by this same entry before), False if another
         entry took it. One round trip (``SET NX PX`` each); a second one only
         for ids already claimed, to tell the same entry from another."""
-        pipe = self.redis.pipeline(transaction=False)
-        for service, call_id, entry_id, ttl_ms in claims:
-            pipe.set(keys.ran(self.ns, service, call_id), entry_id, nx=True, px=max(1, ttl_ms))
-        granted = [bool(ok) for ok in pipe.execute()]
+        if len(claims) == 1:  # the common case: no pipeline to build
+            service, call_id, entry_id, ttl_ms = claims[0]
+            granted = [bool(self.redis.set(keys.ran(self.ns, service, call_id), entry_id, nx=True, px=max(1, ttl_ms)))]
+        else:
+            pipe = self.redis.pipeline(transaction=False)
+            for service, call_id, entry_id, ttl_ms in claims:
+                pipe.set(keys.ran(self.ns, service, call_id), entry_id, nx=True, px=max(1, ttl_ms))
+            granted = [bool(ok) for ok in pipe.execute()]
         taken = [i for i, ok in enumerate(granted) if not ok]
         if taken:
             pipe = self.redis.pipeline(transaction=False)
