@@ -225,7 +225,9 @@ class Worker:
         try:
             entries = self.transport.read(routes, self.name, count, self.settings.block_ms if block else None)
             self._read_delay = 0.05
-            return self._keep(entries, free)
+            kept = self._keep(entries, free)
+            self.executor.take(kept)  # decoded and claimed together: one round trip per read
+            return kept
         except MissingGroup:
             self._recreate()
         except Exception as exc:  # TransportError, or anything else: a worker never dies from it

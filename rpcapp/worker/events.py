@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import traceback
+from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -58,7 +59,9 @@ class EventRunner:
         self.ex = executor
         self.handled = 0
 
-    def handle(self, service: str, entry_id: str, event: Event) -> None:
+    def handle(self, service: str, entry_id: str, event: Event, claimed: Callable[[], bool]) -> None:
+        """Run the event's handlers, unless it expired or ``claimed()`` says
+        another entry already ran this delivery (a replay)."""
         ex = self.ex
         expires = event.expiry(int(ex.limits.event_ttl * 1000))
         if now_ms() >= expires:
@@ -67,7 +70,7 @@ class EventRunner:
             ex.transport.incr(service, "events_expired")
             log.warning("%s", reason)
             return
-        if not ex.claims.claim(service, event.marker, entry_id, expires - now_ms() + 1000):
+        if not claimed():
             ex.finish(service, entry_id, None, None)  # this delivery already ran: a replay
             ex.transport.incr(service, "replayed")
             log.warning("event %s on %r dropped: already run by this service (a replay)", event.id, event.topic)

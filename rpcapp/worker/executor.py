@@ -183,6 +183,7 @@ class Executor(Runner):
         self.events = EventRunner(self)
         self.records = RecordBuffer(transport, limits.history_max)
         self.claims = ClaimBatcher(transport)
+        self._taken: dict[str, Taken] = {}  # entry id -> decoded and claimed by take()
 
     def pump(self, req: Request, items: Any) -> int:
         return Pump(self.transport, self.signer, req, self.limits.max_reply_bytes, self.limits.reply_ttl).run(items)
@@ -224,16 +225,55 @@ class Executor(Runner):
         except Exception:
             log.exception("unexpected failure handling %s", entry_id)
 
-    def _handle(self, service: str, entry_id: str, fields: dict[bytes, bytes]) -> None:
-        raw = fields.get(b"m", b"")
-        taken_at = now_ms()
+    def take(self, entries: list[tuple[str, str, dict[bytes, bytes]]]) -> None:
+        """Decode the entries of one read and claim their ids in one round trip,
+        for :meth:`handle` to find (an entry it does not find, it decodes and
+        claims itself). Never raises: a failed claim is left to ``handle``."""
+        taken: dict[str, Taken] = {}
+        claims = []
+        for service, entry_id, fields in entries:
+            item = self._decode(fields)
+            taken[entry_id] = item
+            marker = item.marker()
+            if marker is not None:
+                claims.append((service, marker, entry_id, item.ttl_ms(self.limits.event_ttl)))
         try:
-            req = decode_message(self.signer.unpack(raw, self.limits.max_request_bytes))
+            granted = self.transport.claim_runs(claims) if len(claims) > 1 else None
+        except TransportError:
+            granted = None
+        if granted is not None:
+            by_entry = iter(granted)
+            for _, entry_id, _ in entries:
+                if taken[entry_id].marker() is not None:
+                    taken[entry_id].granted = next(by_entry)
+        with self._unfinished_lock:
+            self._taken.update(taken)
+
+    def _decode(self, fields: dict[bytes, bytes]) -> Taken:
+        raw = fields.get(b"m", b"")
+        try:
+            return Taken(raw, decode_message(self.signer.unpack(raw, self.limits.max_request_bytes)))
         except (ProtocolError, PayloadTooLarge) as exc:
-            self.reject(service, entry_id, raw, f"rejected: {exc.message}")
+            return Taken(raw, None, f"rejected: {exc.message}")
+
+    def _claimed(self, service: str, entry_id: str, item: Taken) -> bool:
+        if item.granted is None:
+            marker = item.marker()
+            assert marker is not None
+            item.granted = self.claims.claim(service, marker, entry_id, item.ttl_ms(self.limits.event_ttl))
+        return item.granted
+
+    def _handle(self, service: str, entry_id: str, fields: dict[bytes, bytes]) -> None:
+        taken_at = now_ms()
+        with self._unfinished_lock:
+            item = self._taken.pop(entry_id, None)
+        item = item or self._decode(fields)
+        raw, req = item.raw, item.message
+        if req is None:
+            self.reject(service, entry_id, raw, item.problem)
             return
         if isinstance(req, Event):
-            self.events.handle(service, entry_id, req)
+            self.events.handle(service, entry_id, req, lambda: self._claimed(service, entry_id, item))
             return
         if req.reply_to is not None and not is_reply(self.transport.ns, req.reply_to):
             self.reject(service, entry_id, raw, f"rejected: reply_to {req.reply_to[:200]!r} is not a reply list of this namespace")
@@ -244,7 +284,7 @@ class Executor(Runner):
             self.transport.incr(service, "expired")
             log.info("call %s to %s expired before it ran", req.id, req.procedure)
             return
-        if not self.claims.claim(service, req.id, entry_id, req.deadline - now_ms() + 1000):
+        if not self._claimed(service, entry_id, item):
             self.finish(service, entry_id, None, None)  # another entry took this id: a replay, never run
             self.transport.incr(service, "replayed")
             log.warning("request %s to %s dropped: its id was already taken (a replay)", req.id, req.procedure)
@@ -345,6 +385,30 @@ class Executor(Runner):
             out.append((w["reply_to"], self.signer.pack({**reply, "id": w["id"]})))
         if out:
             self.transport.send_replies(out, self.limits.reply_ttl)
+
+
+@dataclass
+class Taken:
+    """A stream entry decoded (``message`` None: rejected, with ``problem``)
+    and whether its id was claimed for this entry (None: not asked yet)."""
+
+    raw: bytes
+    message: Request | Event | None
+    problem: str = ""
+    granted: bool | None = None
+
+    def marker(self) -> str | None:
+        """The id to claim: the request's id, or the event delivery's marker."""
+        if isinstance(self.message, Event):
+            return self.message.marker
+        return self.message.id if self.message is not None else None
+
+    def ttl_ms(self, event_ttl: float) -> int:
+        """How long the claim must last: to the deadline (or the event's expiry), plus 1 s."""
+        if isinstance(self.message, Event):
+            return self.message.expiry(int(event_ttl * 1000)) - now_ms() + 1000
+        assert self.message is not None
+        return self.message.deadline - now_ms() + 1000
 
 
 def _error_text(error: dict[str, Any]) -> str:
