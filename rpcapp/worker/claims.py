@@ -14,6 +14,8 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..protocol import Event, Request, now_ms
+
 Claim = tuple[str, str, str, int]  # (service, marker, entry id, ttl ms)
 
 
@@ -64,3 +66,27 @@ class ClaimBatcher:
         for slot, ok in zip(batch, granted, strict=True):
             slot.granted = ok
             slot.done.set()
+
+
+@dataclass
+class Taken:
+    """A stream entry decoded (``message`` None: rejected, with ``problem``)
+    and whether its id was claimed for this entry (None: not asked yet)."""
+
+    raw: bytes
+    message: Request | Event | None
+    problem: str = ""
+    granted: bool | None = None
+
+    def marker(self) -> str | None:
+        """The id to claim: the request's id, or the event delivery's marker."""
+        if isinstance(self.message, Event):
+            return self.message.marker
+        return self.message.id if self.message is not None else None
+
+    def ttl_ms(self, event_ttl: float) -> int:
+        """How long the claim must last: to the deadline (or the event's expiry), plus 1 s."""
+        if isinstance(self.message, Event):
+            return self.message.expiry(int(event_ttl * 1000)) - now_ms() + 1000
+        assert self.message is not None
+        return self.message.deadline - now_ms() + 1000

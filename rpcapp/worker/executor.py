@@ -35,7 +35,7 @@ from ..records import DEFAULT_REDACT, encode, preview, replayable
 from ..registry import Registry
 from ..transport import Transport
 from ..transport.core import Finish
-from .claims import ClaimBatcher
+from .claims import ClaimBatcher, Taken
 from .events import EventRunner
 from .hooks import run_hooks
 from .recording import RecordBuffer
@@ -385,30 +385,6 @@ class Executor(Runner):
             out.append((w["reply_to"], self.signer.pack({**reply, "id": w["id"]})))
         if out:
             self.transport.send_replies(out, self.limits.reply_ttl)
-
-
-@dataclass
-class Taken:
-    """A stream entry decoded (``message`` None: rejected, with ``problem``)
-    and whether its id was claimed for this entry (None: not asked yet)."""
-
-    raw: bytes
-    message: Request | Event | None
-    problem: str = ""
-    granted: bool | None = None
-
-    def marker(self) -> str | None:
-        """The id to claim: the request's id, or the event delivery's marker."""
-        if isinstance(self.message, Event):
-            return self.message.marker
-        return self.message.id if self.message is not None else None
-
-    def ttl_ms(self, event_ttl: float) -> int:
-        """How long the claim must last: to the deadline (or the event's expiry), plus 1 s."""
-        if isinstance(self.message, Event):
-            return self.message.expiry(int(event_ttl * 1000)) - now_ms() + 1000
-        assert self.message is not None
-        return self.message.deadline - now_ms() + 1000
 
 
 def _error_text(error: dict[str, Any]) -> str:
