@@ -230,3 +230,17 @@ def outcome(fut: Future[Any], timeout: float) -> Any:
         return fut.result(timeout=timeout)
     except RpcError as exc:
         return exc
+
+
+def provoke_late_reply(client: Any) -> None:
+    """A call that times out at the caller and is answered afterwards; returns
+    once the client has read the late reply and its records are stored."""
+    from rpcapp import history
+    from rpcapp.errors import RpcTimeout
+
+    with pytest.raises(RpcTimeout):
+        client.call("tests.sleep", 0.5, timeout=0.2)
+    time.sleep(0.8)
+    client.call("tests.noop")  # the listener reads (and drops) the late reply meanwhile
+    wait_for(lambda: client.late_replies >= 1, 3)
+    history.record_now()

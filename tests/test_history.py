@@ -14,6 +14,7 @@ from rpcapp import history, runtime
 from rpcapp.errors import RemoteError, RpcTimeout
 from rpcapp.models import CallRecord, CallRollup
 from rpcapp.testing import running_worker, wait_for
+from tests.conftest import provoke_late_reply
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -64,12 +65,7 @@ def test_secrets_are_redacted_and_previews_truncated(client: Any, worker: Any) -
 
 
 def test_a_timeout_at_the_caller_and_a_late_reply(client: Any, worker: Any) -> None:
-    with pytest.raises(RpcTimeout):
-        client.call("tests.sleep", 0.5, timeout=0.2)
-    time.sleep(0.8)
-    client.call("tests.noop")  # the listener reads (and drops) the late reply meanwhile
-    wait_for(lambda: client.late_replies >= 1, 3)
-    history.record_now()
+    provoke_late_reply(client)
     row = CallRecord.objects.get(procedure="tests.sleep")
     assert row.status == "late" and row.provider == worker.name and row.run_ms >= 500
 

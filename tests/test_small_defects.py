@@ -4,18 +4,17 @@ and the code fields of a procedure read-only in the admin."""
 
 from __future__ import annotations
 
-import time
 import xmlrpc.client
 from typing import Any
 
 import pytest
 from django.urls import reverse
 
-from rpcapp import catalog_store, history
-from rpcapp.errors import RpcTimeout
+from rpcapp import catalog_store
 from rpcapp.models import Procedure, Service
 from rpcapp.registry import default_registry
 from rpcapp.testing import wait_for
+from tests.conftest import provoke_late_reply
 from tests.http_helpers import caller, nobody  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -80,12 +79,7 @@ def test_multicall_checks_each_calls_permission(live_server: Any, client: Any, w
 
 # -- late replies in /metrics ------------------------------------------------------
 def test_a_late_reply_is_counted_under_its_procedure(client: Any, worker: Any, admin_client: Any) -> None:
-    with pytest.raises(RpcTimeout):
-        client.call("tests.sleep", 0.5, timeout=0.2)
-    time.sleep(0.8)
-    client.call("tests.noop")  # the listener reads (and drops) the late reply meanwhile
-    wait_for(lambda: client.late_replies >= 1, 3)
-    history.record_now()
+    provoke_late_reply(client)
     text = admin_client.get("/rpc/metrics").content.decode()
     assert 'rpcapp_calls_total{procedure="tests.sleep",status="late"} 1.0' in text
     assert 'procedure="?"' not in text
