@@ -20,6 +20,8 @@ class _DefaultClient:
     """Forwards to the client built from Django settings (lazily, per process)."""
 
     def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):  # probes (pytest's collection, copy, pickle) must not connect
+            raise AttributeError(name)
         from .runtime import get_client
 
         return getattr(get_client(), name)

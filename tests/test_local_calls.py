@@ -348,3 +348,15 @@ class LocalModeInATestCase(SimpleTestCase):
     def test_call(self) -> None:
         self.assertEqual(rpc.call("calculator.add", 1, 2), 3)
         self.assertEqual(self.client_rpc.calls, [("calculator.add", [1, 2], {})])
+
+
+def test_probing_rpc_for_private_names_builds_no_client() -> None:
+    # pytest's collection looks for fixture markers on every module-level name,
+    # ``rpc`` included: that must not connect (or start an embedded server)
+    from rpcapp import rpc
+
+    runtime.reset()
+    for name in ("__pytest_wrapped__", "_pytestfixturefunction", "__wrapped__", "_private"):
+        with pytest.raises(AttributeError):
+            getattr(rpc, name)
+    assert runtime._client is None
