@@ -45,6 +45,11 @@ log = logging.getLogger("rpcapp.client")
 
 REGISTRATION_WAIT_MS = 1500
 """How long a call waits for a provider to register when none is known at all."""
+HEARTBEAT_WAIT_MS = 1000
+"""How long a call waits for a heartbeat when the service's providers all look
+dead but one beat within ``RECENTLY_ALIVE_MS`` (a Redis failover or restart
+held their heartbeats back: they beat again within a second of it)."""
+RECENTLY_ALIVE_MS = 30_000
 
 
 SPEC_CACHE_SIZE = 1024
@@ -493,7 +498,8 @@ class Client:
                 exc = again
 
     def _check_providers(self, service: str, deadline_ms: int) -> None:
-        """ServiceUnavailable at once if the service's providers are all dead.
+        """ServiceUnavailable at once if the service's providers are all dead
+        (within HEARTBEAT_WAIT_MS if one was alive within RECENTLY_ALIVE_MS).
 
         When none is registered at all (a Redis that restarted empty, a pool
         between two workers), wait a moment for one to register first."""
@@ -504,24 +510,26 @@ class Client:
         if self._known_absent(service):  # do not wait again so soon
             raise ServiceUnavailable(f"no provider registered for service {service!r}")
         registration_wait: int | None = None  # from the first answer of Redis
+        heartbeat_wait: int | None = None
         delay = 0.05
         while True:
             try:
                 with deadline((deadline_ms - now_ms()) / 1000):
-                    live, known = self.transport.count_live(service, now_ms() - int(self.settings.provider_ttl * 1000))
+                    live, known, newest = self.transport.pulse(service, now_ms() - int(self.settings.provider_ttl * 1000))
                 if registration_wait is None:
                     registration_wait = min(now_ms() + REGISTRATION_WAIT_MS, deadline_ms)
+                    heartbeat_wait = min(now_ms() + HEARTBEAT_WAIT_MS, deadline_ms) if newest > now_ms() - RECENTLY_ALIVE_MS else 0
             except TransportError as exc:
                 live, known = 0, -1
                 if now_ms() >= deadline_ms:
                     raise ServiceUnavailable(exc.message) from exc
-            if live or known > 0:
+            if live or (known > 0 and now_ms() >= (heartbeat_wait or 0)):
                 break
-            if registration_wait is not None and now_ms() >= registration_wait:
+            if known <= 0 and registration_wait is not None and now_ms() >= registration_wait:
                 self._live_cache[service] = (time.monotonic() + self.settings.provider_cache_ttl, -1)
                 raise ServiceUnavailable(f"no provider registered for service {service!r}")
             time.sleep(max(0.0, min(delay, (deadline_ms - now_ms()) / 1000)))
-            delay = min(delay * 2, 1.0)
+            delay = min(delay * 2, 0.2 if heartbeat_wait else 1.0)
         self._live_cache[service] = (time.monotonic() + self.settings.provider_cache_ttl, live)
         if live == 0:
             raise ServiceUnavailable(f"no live provider for service {service!r}")

@@ -258,3 +258,46 @@ def test_a_batch_over_several_services_is_refused_past_each_queue_limit(cluster_
     ids = cluster_client.transport.enqueue(items, 3)
     assert [i is None for i in ids] == [False, False, False, True, True] * 2
     assert cluster_client.transport.enqueue([("tests", b"one more")], 3) == [None]
+
+
+def test_no_call_begun_after_a_promotion_fails(settings: Any, monkeypatch: Any) -> None:
+    """A master killed under calling threads: once its replica is promoted,
+    clients and workers use it at once, so no call begun after the promotion
+    fails (DESIGN 14). A cluster of its own: the test kills one of its masters."""
+    with RedisClusterServers(masters=3, replicas=1) as cluster:
+        monkeypatch.delenv("RPCAPP_REDIS_URL", raising=False)
+        settings.RPCAPP = {"REDIS_URL": cluster.url, "NAMESPACE": "f" + uuid.uuid4().hex[:8], **FAST}
+        try:
+            client = runtime.get_client()
+            ns = client.transport.ns
+            victim = cluster.master_of_slot(slot_of(ns, "tests"))
+            outcomes: list[tuple[float, str, Any]] = []  # (begun, argument, result or error)
+            stop = threading.Event()
+
+            def caller(n: int) -> None:
+                i = 0
+                while not stop.is_set():
+                    arg, begun = f"{n}-{i}", time.monotonic()
+                    i += 1
+                    try:
+                        outcomes.append((begun, arg, client.call("tests.echo", arg, timeout=3.0)))
+                    except Exception as exc:  # noqa: BLE001  (checked below)
+                        outcomes.append((begun, arg, exc))
+
+            with running_worker(["tests"], concurrency=4):
+                threads = [threading.Thread(target=caller, args=(n,)) for n in range(3)]
+                for t in threads:
+                    t.start()
+                wait_for(lambda: len(outcomes) > 50, 10, message="calls before the failover")
+                victim.stop(kill=True)
+                wait_for(lambda: cluster.master_of_slot(slot_of(ns, "tests")) is not victim, 30, 0.02, "the replica's promotion")
+                promoted = time.monotonic()
+                wait_for(lambda: sum(1 for b, _, _ in outcomes if b > promoted + 1) > 100, 30, message="100 calls after the promotion")
+                stop.set()
+                for t in threads:
+                    t.join(timeout=10)
+            after = [(round(b - promoted, 2), r) for b, a, r in outcomes if b >= promoted and r != a]
+            assert not after, after[:10]
+            assert not [r for _, a, r in outcomes if not isinstance(r, Exception) and r != a]  # never another call's reply
+        finally:
+            runtime.reset()

@@ -77,3 +77,55 @@ def test_calls_go_on_through_a_failover(settings: Any, monkeypatch: Any, sentine
         assert recovered < 30
     finally:
         runtime.reset()
+
+
+def test_no_call_begun_after_a_promotion_fails(settings: Any, monkeypatch: Any, sentinel_setup: Any) -> None:
+    """The master killed under calling threads: once the sentinel has promoted
+    the replica, clients and workers use it at once, so no call begun after
+    the promotion fails (DESIGN 14)."""
+    import threading
+
+    import redis
+
+    master, replica, port = sentinel_setup
+    monkeypatch.delenv("RPCAPP_REDIS_URL", raising=False)
+    settings.RPCAPP = {"REDIS_URL": f"redis+sentinel://127.0.0.1:{port}/mymaster/0", "NAMESPACE": "sfo", "HEARTBEAT_INTERVAL": 0.2, "PROVIDER_TTL": 1.0}
+    probe = redis.Redis(port=port, socket_timeout=1)
+
+    def promoted() -> bool:
+        addr = _quiet(lambda: probe.execute_command("SENTINEL", "get-master-addr-by-name", "mymaster"))
+        return bool(addr) and int(addr[1]) == replica.port
+
+    try:
+        client = runtime.get_client()
+        outcomes: list[tuple[float, int, Any]] = []  # (begun, argument, result or error)
+        stop = threading.Event()
+
+        def caller(n: int) -> None:
+            i = 0
+            while not stop.is_set():
+                arg, begun = n * 1_000_000 + i, time.monotonic()
+                i += 1
+                try:
+                    outcomes.append((begun, arg, client.call("calculator.add", arg, 0, timeout=3.0)))
+                except Exception as exc:  # noqa: BLE001  (checked below)
+                    outcomes.append((begun, arg, exc))
+
+        with running_worker(["calculator"]):
+            threads = [threading.Thread(target=caller, args=(n,)) for n in range(3)]
+            for t in threads:
+                t.start()
+            wait_for(lambda: len(outcomes) > 50, 10, message="calls before the failover")
+            time.sleep(0.3)  # the worker's groups reach the replica
+            master.stop(kill=True)
+            wait_for(promoted, 30, 0.02, "the sentinel's promotion")
+            at = time.monotonic()
+            wait_for(lambda: sum(1 for b, _, _ in outcomes if b > at + 1) > 100, 30, message="100 calls after the promotion")
+            stop.set()
+            for t in threads:
+                t.join(timeout=10)
+        after = [(round(b - at, 2), r) for b, a, r in outcomes if b >= at and r != a]
+        assert not after, after[:10]
+        assert not [r for _, a, r in outcomes if not isinstance(r, Exception) and r != a]  # never another call's reply
+    finally:
+        runtime.reset()

@@ -286,11 +286,19 @@ class Transport(CatalogOps, EventOps, DeliveryOps):
     @_guard
     def count_live(self, service: str, since_ms: int) -> tuple[int, int]:
         """(providers that beat since ``since_ms``, providers registered at all)."""
+        live, known, _ = self.pulse(service, since_ms)
+        return live, known
+
+    @_guard
+    def pulse(self, service: str, since_ms: int) -> tuple[int, int, int]:
+        """(providers that beat since ``since_ms``, providers registered at
+        all, the newest heartbeat in ms, 0 if none)."""
         pipe = self.redis.pipeline(transaction=False)
         pipe.zcount(keys.consumers(self.ns, service), since_ms, "+inf")
         pipe.zcard(keys.consumers(self.ns, service))
-        live, known = pipe.execute()
-        return int(live), int(known)
+        pipe.zrevrange(keys.consumers(self.ns, service), 0, 0, withscores=True)
+        live, known, newest = pipe.execute()
+        return int(live), int(known), int(newest[0][1]) if newest else 0
 
     @_guard
     def providers_info(self, service: str) -> dict[str, bytes]:
