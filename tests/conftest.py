@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -244,3 +245,47 @@ def provoke_late_reply(client: Any) -> None:
     client.call("tests.noop")  # the listener reads (and drops) the late reply meanwhile
     wait_for(lambda: client.late_replies >= 1, 3)
     history.record_now()
+
+
+class Callers:
+    """Threads calling ``call(arg)`` in a loop until the block exits; every
+    outcome kept as (begun, argument, result or error). For failover tests:
+    a call's argument comes back as its result."""
+
+    def __init__(self, call: Callable[[Any], Any], threads: int = 3) -> None:
+        self.call = call
+        self.outcomes: list[tuple[float, Any, Any]] = []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._loop, args=(n,)) for n in range(threads)]
+
+    def _loop(self, n: int) -> None:
+        i = 0
+        while not self._stop.is_set():
+            arg, begun = n * 1_000_000 + i, time.monotonic()
+            i += 1
+            try:
+                self.outcomes.append((begun, arg, self.call(arg)))
+            except Exception as exc:  # noqa: BLE001  (checked by the test)
+                self.outcomes.append((begun, arg, exc))
+
+    def __enter__(self) -> Callers:
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=10)
+        assert not any(t.is_alive() for t in self._threads)  # no call hung past its deadline
+
+    def begun_after(self, moment: float) -> int:
+        return sum(1 for begun, _, _ in self.outcomes if begun > moment)
+
+    def failed_after(self, moment: float) -> list[tuple[float, Any]]:
+        """(seconds after ``moment``, outcome) of the calls begun then that did not return their argument."""
+        return [(round(begun - moment, 2), r) for begun, arg, r in self.outcomes if begun >= moment and r != arg]
+
+    def wrong(self) -> list[Any]:
+        """Results that are another call's, and errors that are not typed."""
+        return [r for _, arg, r in self.outcomes if (not isinstance(r, Exception) and r != arg) or (isinstance(r, Exception) and not isinstance(r, RpcError))]

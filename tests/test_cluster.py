@@ -16,13 +16,12 @@ import pytest
 from redis.cluster import key_slot
 
 from rpcapp import catalog_store, history, keys, publish, runtime
-from rpcapp.errors import RpcError
 from rpcapp.locks import RedLock
 from rpcapp.models import CallRecord, Service
 from rpcapp.registry import default_registry
 from rpcapp.testing import RedisClusterServers, running_worker, wait_for
 from rpcapp.transport import connect
-from tests.conftest import FAST, Processes
+from tests.conftest import FAST, Callers, Processes
 
 SERVICES = ["tests", "calculator", "math", "audit", "mailer"]
 
@@ -202,56 +201,6 @@ def test_catalog_changes_propagate_and_calls_are_recorded(cluster_client: Any) -
     assert {("calculator.add", "ok"), ("calculator.multiply", "ok")} <= stored
 
 
-def test_calls_resume_after_a_master_fails_over(cluster: RedisClusterServers, cluster_client: Any) -> None:
-    """Kill the master holding the ``tests`` queue while callers keep calling:
-    its replica is promoted, calls resume, and each call either returns its own
-    argument or raises a typed error (never a wrong reply, never a hang)."""
-    ns = cluster_client.transport.ns
-    victim = cluster.master_of_slot(slot_of(ns, "tests"))
-    outcomes: list[tuple[str, Any]] = []
-    stop = threading.Event()
-
-    def caller(n: int) -> None:
-        i = 0
-        while not stop.is_set():
-            arg = f"{n}-{i}"
-            i += 1
-            try:
-                outcomes.append((arg, cluster_client.call("tests.echo", arg, timeout=3.0)))
-            except RpcError as exc:
-                outcomes.append((arg, exc))
-            except Exception as exc:  # noqa: BLE001  (an untyped error fails the test below)
-                outcomes.append((arg, exc))
-
-    with running_worker(["tests"], concurrency=4):
-        threads = [threading.Thread(target=caller, args=(n,)) for n in range(3)]
-        for t in threads:
-            t.start()
-        wait_for(lambda: len(outcomes) > 50, 10, message="calls before the failover")
-        victim.stop(kill=True)
-        killed_at = time.monotonic()
-        before = len(outcomes)
-
-        def resumed() -> bool:
-            return any(not isinstance(r, Exception) for _, r in outcomes[before + 5:])
-
-        wait_for(resumed, 30, interval=0.2, message="calls answered after the failover")
-        recovery = time.monotonic() - killed_at
-        done = len(outcomes)
-        wait_for(lambda: len(outcomes) > done + 50, 15, message="50 more calls after the failover")
-        stop.set()
-        for t in threads:
-            t.join(timeout=10)
-        assert not any(t.is_alive() for t in threads)  # no call hung past its deadline
-    assert cluster.master_of_slot(slot_of(ns, "tests")) is not victim
-    wrong = [(a, r) for a, r in outcomes if not isinstance(r, Exception) and r != a]
-    untyped = [r for _, r in outcomes if isinstance(r, Exception) and not isinstance(r, RpcError)]
-    assert not wrong and not untyped
-    after = [r for _, r in outcomes[done:]]
-    assert all(not isinstance(r, Exception) for r in after[-20:]), after[-20:]
-    assert recovery < 30
-
-
 def test_a_batch_over_several_services_is_refused_past_each_queue_limit(cluster_client: Any) -> None:
     """The per-service ENQUEUE script refuses past MAX_QUEUE_LENGTH and never trims."""
     items = [(svc, b"frame") for svc in ("tests", "calculator") for _ in range(5)]
@@ -261,9 +210,11 @@ def test_a_batch_over_several_services_is_refused_past_each_queue_limit(cluster_
 
 
 def test_no_call_begun_after_a_promotion_fails(settings: Any, monkeypatch: Any) -> None:
-    """A master killed under calling threads: once its replica is promoted,
-    clients and workers use it at once, so no call begun after the promotion
-    fails (DESIGN 14). A cluster of its own: the test kills one of its masters."""
+    """The master holding the ``tests`` queue killed under calling threads: its
+    replica is promoted, clients and workers use it at once, so no call begun
+    after the promotion fails (DESIGN 14); before it, every call returns its
+    own argument or a typed error, never another call's reply. A cluster of
+    its own: the test kills one of its masters."""
     with RedisClusterServers(masters=3, replicas=1) as cluster:
         monkeypatch.delenv("RPCAPP_REDIS_URL", raising=False)
         settings.RPCAPP = {"REDIS_URL": cluster.url, "NAMESPACE": "f" + uuid.uuid4().hex[:8], **FAST}
@@ -271,33 +222,13 @@ def test_no_call_begun_after_a_promotion_fails(settings: Any, monkeypatch: Any) 
             client = runtime.get_client()
             ns = client.transport.ns
             victim = cluster.master_of_slot(slot_of(ns, "tests"))
-            outcomes: list[tuple[float, str, Any]] = []  # (begun, argument, result or error)
-            stop = threading.Event()
-
-            def caller(n: int) -> None:
-                i = 0
-                while not stop.is_set():
-                    arg, begun = f"{n}-{i}", time.monotonic()
-                    i += 1
-                    try:
-                        outcomes.append((begun, arg, client.call("tests.echo", arg, timeout=3.0)))
-                    except Exception as exc:  # noqa: BLE001  (checked below)
-                        outcomes.append((begun, arg, exc))
-
-            with running_worker(["tests"], concurrency=4):
-                threads = [threading.Thread(target=caller, args=(n,)) for n in range(3)]
-                for t in threads:
-                    t.start()
-                wait_for(lambda: len(outcomes) > 50, 10, message="calls before the failover")
+            with running_worker(["tests"], concurrency=4), Callers(lambda arg: client.call("tests.echo", arg, timeout=3.0)) as callers:
+                wait_for(lambda: len(callers.outcomes) > 50, 10, message="calls before the failover")
                 victim.stop(kill=True)
                 wait_for(lambda: cluster.master_of_slot(slot_of(ns, "tests")) is not victim, 30, 0.02, "the replica's promotion")
                 promoted = time.monotonic()
-                wait_for(lambda: sum(1 for b, _, _ in outcomes if b > promoted + 1) > 100, 30, message="100 calls after the promotion")
-                stop.set()
-                for t in threads:
-                    t.join(timeout=10)
-            after = [(round(b - promoted, 2), r) for b, a, r in outcomes if b >= promoted and r != a]
-            assert not after, after[:10]
-            assert not [r for _, a, r in outcomes if not isinstance(r, Exception) and r != a]  # never another call's reply
+                wait_for(lambda: callers.begun_after(promoted + 1) > 100, 30, message="100 calls after the promotion")
+            assert not callers.failed_after(promoted), callers.failed_after(promoted)[:10]
+            assert not callers.wrong()
         finally:
             runtime.reset()

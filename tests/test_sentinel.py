@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from rpcapp import runtime
-from rpcapp.errors import RpcError
 from rpcapp.testing import RedisServer, free_port, redis_binary, running_worker, wait_for
+from tests.conftest import Callers
 
 
 @pytest.fixture
@@ -50,41 +50,10 @@ def _quiet(fn: Any) -> Any:
         return None
 
 
-def test_calls_go_on_through_a_failover(settings: Any, monkeypatch: Any, sentinel_setup: Any) -> None:
-    master, replica, port = sentinel_setup
-    monkeypatch.delenv("RPCAPP_REDIS_URL", raising=False)
-    settings.RPCAPP = {"REDIS_URL": f"redis+sentinel://127.0.0.1:{port}/mymaster/0", "NAMESPACE": "sent", "HEARTBEAT_INTERVAL": 0.2, "PROVIDER_TTL": 1.0}
-    try:
-        with running_worker(["calculator"]):
-            client = runtime.get_client()
-            assert client.call("calculator.add", 1, 2) == 3
-            time.sleep(0.5)  # the worker's groups reach the replica
-            master.stop(kill=True)
-            started = time.monotonic()
-
-            def answered() -> bool:
-                try:
-                    return client.call("calculator.add", 2, 2, timeout=2.0) == 4
-                except RpcError:
-                    return False
-
-            wait_for(answered, 30, interval=0.2, message="a call answered after the failover")
-            recovered = time.monotonic() - started
-            assert [client.call("calculator.add", i, 1) for i in range(20)] == [i + 1 for i in range(20)]
-            import redis
-
-            assert redis.Redis(port=replica.port).info("replication")["role"] == "master"
-        assert recovered < 30
-    finally:
-        runtime.reset()
-
-
 def test_no_call_begun_after_a_promotion_fails(settings: Any, monkeypatch: Any, sentinel_setup: Any) -> None:
     """The master killed under calling threads: once the sentinel has promoted
     the replica, clients and workers use it at once, so no call begun after
-    the promotion fails (DESIGN 14)."""
-    import threading
-
+    the promotion fails (DESIGN 14); never another call's reply."""
     import redis
 
     master, replica, port = sentinel_setup
@@ -98,34 +67,15 @@ def test_no_call_begun_after_a_promotion_fails(settings: Any, monkeypatch: Any, 
 
     try:
         client = runtime.get_client()
-        outcomes: list[tuple[float, int, Any]] = []  # (begun, argument, result or error)
-        stop = threading.Event()
-
-        def caller(n: int) -> None:
-            i = 0
-            while not stop.is_set():
-                arg, begun = n * 1_000_000 + i, time.monotonic()
-                i += 1
-                try:
-                    outcomes.append((begun, arg, client.call("calculator.add", arg, 0, timeout=3.0)))
-                except Exception as exc:  # noqa: BLE001  (checked below)
-                    outcomes.append((begun, arg, exc))
-
-        with running_worker(["calculator"]):
-            threads = [threading.Thread(target=caller, args=(n,)) for n in range(3)]
-            for t in threads:
-                t.start()
-            wait_for(lambda: len(outcomes) > 50, 10, message="calls before the failover")
+        with running_worker(["calculator"]), Callers(lambda arg: client.call("calculator.add", arg, 0, timeout=3.0)) as callers:
+            wait_for(lambda: len(callers.outcomes) > 50, 10, message="calls before the failover")
             time.sleep(0.3)  # the worker's groups reach the replica
             master.stop(kill=True)
             wait_for(promoted, 30, 0.02, "the sentinel's promotion")
             at = time.monotonic()
-            wait_for(lambda: sum(1 for b, _, _ in outcomes if b > at + 1) > 100, 30, message="100 calls after the promotion")
-            stop.set()
-            for t in threads:
-                t.join(timeout=10)
-        after = [(round(b - at, 2), r) for b, a, r in outcomes if b >= at and r != a]
-        assert not after, after[:10]
-        assert not [r for _, a, r in outcomes if not isinstance(r, Exception) and r != a]  # never another call's reply
+            wait_for(lambda: callers.begun_after(at + 1) > 100, 30, message="100 calls after the promotion")
+        assert not callers.failed_after(at), callers.failed_after(at)[:10]
+        assert not callers.wrong()
+        assert redis.Redis(port=replica.port).info("replication")["role"] == "master"
     finally:
         runtime.reset()
