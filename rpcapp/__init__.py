@@ -20,7 +20,7 @@ class _DefaultClient:
     """Forwards to the client built from Django settings (lazily, per process)."""
 
     def __getattr__(self, name: str) -> Any:
-        if name.startswith("_"):  # probes (pytest's collection, copy, pickle) must not connect
+        if name.startswith("_"):  # probes (pytest's collection, copy) must not connect
             raise AttributeError(name)
         from .runtime import get_client
 
