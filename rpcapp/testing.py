@@ -225,6 +225,10 @@ class RedisClusterServers:
             for node in self.replicas:
                 wait_for(lambda n=node: (self._ask(n, lambda c: c.info("replication")) or {}).get("master_link_status") == "up", timeout, 0.1, "replicas in sync")
             wait_for(lambda: all(self._state(n) == "ok" for n in self.nodes), timeout, 0.1, "every node to see the cluster ok")
+            # A master votes for a replica's promotion only if it knows whose
+            # replica it is: wait until every node's view says so.
+            follows = {self._node_id(r): self._node_id(self.masters[i // self.replicas_per_master]) for i, r in enumerate(self.replicas)}
+            wait_for(lambda: all(self._knows_replicas(n, follows) for n in self.nodes), timeout, 0.1, "every node to know the replicas")
         finally:
             first.close()
         return self
@@ -271,6 +275,12 @@ class RedisClusterServers:
                 return command(c)
         except (redis.exceptions.RedisError, OSError):
             return None
+
+    def _knows_replicas(self, node: RedisServer, follows: dict[str, str]) -> bool:
+        """True if ``node`` sees each replica id of ``follows`` as the replica of its master id."""
+        view = self._ask(node, lambda c: c.execute_command("CLUSTER NODES")) or {}
+        seen = {n["node_id"]: n["master_id"] for n in view.values() if "slave" in n.get("flags", "")}
+        return all(seen.get(replica) == master for replica, master in follows.items())
 
     def _state(self, node: RedisServer) -> str | None:
         """The node's ``cluster_state`` (``ok`` once it sees every slot served)."""

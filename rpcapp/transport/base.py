@@ -97,12 +97,27 @@ class _Bounded:
     def send_packed_command(self, *args: Any, **kwargs: Any) -> Any:
         if self._rpc_bounded or getattr(_bound, "until", None) is not None:
             self._bound_waits()
-        return super().send_packed_command(*args, **kwargs)  # type: ignore[misc]
+        try:
+            return super().send_packed_command(*args, **kwargs)  # type: ignore[misc]
+        except AttributeError as exc:
+            raise self._reset_under_us(exc) from exc
 
     def read_response(self, *args: Any, **kwargs: Any) -> Any:
         if self._rpc_bounded or getattr(_bound, "until", None) is not None:
             self._bound_waits()
-        return super().read_response(*args, **kwargs)  # type: ignore[misc]
+        try:
+            return super().read_response(*args, **kwargs)  # type: ignore[misc]
+        except AttributeError as exc:
+            raise self._reset_under_us(exc) from exc
+
+    def _reset_under_us(self, exc: AttributeError) -> BaseException:
+        """redis-py's cluster client disconnects every connection of a node when
+        it refreshes its slot map, including ones another thread is using: that
+        thread then finds its socket or parser gone (``None``). It is a lost
+        connection, and is reported as one; any other AttributeError is a bug."""
+        if self._sock is None:
+            return redis.exceptions.ConnectionError(f"connection reset by another thread: {exc}")
+        return exc
 
     def _bound_waits(self) -> None:
         sock = self._sock
