@@ -275,3 +275,21 @@ def test_a_replayed_broadcast_runs_once_per_worker(client: Any, tally: Tally) ->
     listener.close()
     # then: each worker ran it once
     assert list(tally.get("broadcast").values()) == [1]
+
+
+def test_entries_of_two_services_with_the_same_entry_id_each_run_their_own_event(client: Any, tally: Tally) -> None:
+    """Stream entry ids repeat across streams: a worker reading both in one
+    read must not mix the two entries up."""
+    from rpcapp.protocol import Event, now_ms
+
+    with running_worker():  # registers the services' consumer groups
+        pass
+    for service, n in (("audit", 1), ("mailer", 2)):
+        event = Event("tests.happened", {"n": n}, service, expires=now_ms() + 60_000)
+        tally.r.xadd(f"{tally.ns}:{{{service}}}:requests", {b"m": client.signer.pack(event.to_wire())}, id="1-1")
+    with running_worker():
+        tally.wait("audit", 1)
+        tally.wait("mailer", 1)
+        time.sleep(0.3)
+    assert tally.get("audit") == {"1": 1}
+    assert tally.get("mailer") == {"2": 1}

@@ -183,7 +183,7 @@ class Executor(Runner):
         self.events = EventRunner(self)
         self.records = RecordBuffer(transport, limits.history_max)
         self.claims = ClaimBatcher(transport)
-        self._taken: dict[str, Taken] = {}  # entry id -> decoded and claimed by take()
+        self._taken: dict[tuple[str, str], Taken] = {}  # (route, entry id) -> decoded and claimed by take(); ids repeat across streams
 
     def pump(self, req: Request, items: Any) -> int:
         return Pump(self.transport, self.signer, req, self.limits.max_reply_bytes, self.limits.reply_ttl).run(items)
@@ -229,11 +229,11 @@ class Executor(Runner):
         """Decode the entries of one read and claim their ids in one round trip,
         for :meth:`handle` to find (an entry it does not find, it decodes and
         claims itself). Never raises: a failed claim is left to ``handle``."""
-        taken: dict[str, Taken] = {}
+        taken: dict[tuple[str, str], Taken] = {}
         claims = []
         for service, entry_id, fields in entries:
             item = self._decode(fields)
-            taken[entry_id] = item
+            taken[service, entry_id] = item
             marker = item.marker()
             if marker is not None:
                 claims.append((service, marker, entry_id, item.ttl_ms(self.limits.event_ttl)))
@@ -243,9 +243,9 @@ class Executor(Runner):
             granted = None
         if granted is not None:
             by_entry = iter(granted)
-            for _, entry_id, _ in entries:
-                if taken[entry_id].marker() is not None:
-                    taken[entry_id].granted = next(by_entry)
+            for service, entry_id, _ in entries:
+                if taken[service, entry_id].marker() is not None:
+                    taken[service, entry_id].granted = next(by_entry)
         with self._unfinished_lock:
             self._taken.update(taken)
 
@@ -266,7 +266,7 @@ class Executor(Runner):
     def _handle(self, service: str, entry_id: str, fields: dict[bytes, bytes]) -> None:
         taken_at = now_ms()
         with self._unfinished_lock:
-            item = self._taken.pop(entry_id, None)
+            item = self._taken.pop((service, entry_id), None)
         item = item or self._decode(fields)
         raw, req = item.raw, item.message
         if req is None:
