@@ -241,7 +241,7 @@ def _log(outcome: Outcome) -> None:
 # -- in runrpcworker processes ------------------------------------------------------------
 def provider_info(worker: Any, state: str) -> dict[str, Any]:
     """A worker's own Provider record (what its heartbeat writes, in ``state``)."""
-    return dict(worker.record(state).as_dict())
+    return worker.record(state).as_dict()
 
 
 def record_own_provider(worker: Any, state: str) -> bool:

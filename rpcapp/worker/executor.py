@@ -35,7 +35,7 @@ from ..records import DEFAULT_REDACT, encode, preview, replayable
 from ..registry import Registry
 from ..transport import Transport
 from ..transport.core import Finish
-from .claims import ClaimBatcher, Taken
+from .claims import Taken
 from .events import EventRunner
 from .hooks import run_hooks
 from .recording import RecordBuffer
@@ -182,7 +182,6 @@ class Executor(Runner):
         self._finisher: Combiner[Finish] = Combiner(self._finish_many)
         self.events = EventRunner(self)
         self.records = RecordBuffer(transport, limits.history_max)
-        self.claims = ClaimBatcher(transport)
         self._taken: dict[tuple[str, str], Taken] = {}  # (route, entry id) -> decoded and claimed by take(); ids repeat across streams
 
     def pump(self, req: Request, items: Any) -> int:
@@ -230,22 +229,18 @@ class Executor(Runner):
         for :meth:`handle` to find (an entry it does not find, it decodes and
         claims itself). Never raises: a failed claim is left to ``handle``."""
         taken: dict[tuple[str, str], Taken] = {}
-        claims = []
+        claims: list[tuple[Taken, tuple[str, str, str, int]]] = []
         for service, entry_id, fields in entries:
-            item = self._decode(fields)
-            taken[service, entry_id] = item
+            item = taken[service, entry_id] = self._decode(fields)
             marker = item.marker()
             if marker is not None:
-                claims.append((service, marker, entry_id, item.ttl_ms(self.limits.event_ttl)))
-        try:
-            granted = self.transport.claim_runs(claims) if len(claims) > 1 else None
-        except TransportError:
-            granted = None
-        if granted is not None:
-            by_entry = iter(granted)
-            for service, entry_id, _ in entries:
-                if taken[service, entry_id].marker() is not None:
-                    taken[service, entry_id].granted = next(by_entry)
+                claims.append((item, (service, marker, entry_id, item.ttl_ms(self.limits.event_ttl))))
+        if len(claims) > 1:  # a lone entry is claimed by the thread that runs it
+            try:
+                for (item, _), granted in zip(claims, self.transport.claim_runs([c for _, c in claims]), strict=True):
+                    item.granted = granted
+            except TransportError:
+                pass  # left to handle(), which claims again
         with self._unfinished_lock:
             self._taken.update(taken)
 
@@ -260,7 +255,7 @@ class Executor(Runner):
         if item.granted is None:
             marker = item.marker()
             assert marker is not None
-            item.granted = self.claims.claim(service, marker, entry_id, item.ttl_ms(self.limits.event_ttl))
+            item.granted = self.transport.claim_run(service, marker, entry_id, item.ttl_ms(self.limits.event_ttl))
         return item.granted
 
     def _handle(self, service: str, entry_id: str, fields: dict[bytes, bytes]) -> None:
